@@ -1,0 +1,30 @@
+"""The prompt template: the one place that turns findings into model input.
+
+Training, serving and evaluation all call `render`, and the model directory records which
+template it was trained with, so the three cannot drift apart. The reference trained on raw
+findings but prompted with an instruction at inference; we train with what we serve.
+"""
+from __future__ import annotations
+
+TEMPLATES: dict[str, str] = {
+    # The reference's inference prompt (AWS blog post, FLAN-T5 XL via JumpStart).
+    "instruction": "Generate radiology report impressions based on the following findings. Findings: {findings}",
+    # With the study's background (indication, comparison) when a row has one.
+    "instruction_background": (
+        "Generate radiology report impressions based on the following findings. "
+        "Background: {background} Findings: {findings}"
+    ),
+    # Findings only: reproduces the reference's training input.
+    "raw": "{findings}",
+}
+DEFAULT_TEMPLATE = "instruction"
+
+
+def check_template(name: str) -> None:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {name!r} (known: {', '.join(TEMPLATES)})")
+
+
+def render(findings: str, template: str = DEFAULT_TEMPLATE, background: str = "") -> str:
+    check_template(template)
+    return TEMPLATES[template].format(findings=findings.strip(), background=(background or "none").strip())

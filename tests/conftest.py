@@ -1,0 +1,33 @@
+"""Shared fixtures: paths of the bundled sample and of ../shared/data when present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tests never reach a hub: every model they use is built here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained tiny T5 with its tokenizer learnt from the bundled training split."""
+    from radreport.modeling import build_tiny_t5
+    from radreport.prompt import render
+    from radreport.schema import load_examples
+
+    rows = load_examples(SAMPLE / "train.json")
+    texts = [render(e.findings) for e in rows] + [e.impression for e in rows]
+    return build_tiny_t5(ROOT / "configs/model/tiny-t5.yaml", texts, tmp_path_factory.mktemp("tiny") / "model")
