@@ -1,0 +1,114 @@
+"""Tokenised examples, length-grouped batches and dynamic padding.
+
+Radiology findings are short (Indiana dev2: 34 words mean) while the reference padded every example
+to the maximum length, so most of its compute went to padding. Here a batch is padded only to its
+own longest member, and batches are built from examples of similar length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from radreport.prompt import render
+from radreport.schema import Example
+
+IGNORE_INDEX = -100
+
+
+class Seq2SeqRows(Dataset):
+    """Prompt-rendered, tokenised rows; item = (row index, input ids, label ids)."""
+
+    def __init__(self, examples: list[Example], tokenizer, template: str, max_source: int, max_target: int):
+        self.examples = examples
+        sources = [render(e.findings, template, e.background) for e in examples]
+        enc = tokenizer(sources, max_length=max_source, truncation=True)["input_ids"]
+        dec = tokenizer(text_target=[e.impression for e in examples], max_length=max_target, truncation=True)["input_ids"]
+        self.input_ids, self.labels = enc, dec
+        self.lengths = np.array([len(a) + len(b) for a, b in zip(enc, dec)])
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int):
+        return i, self.input_ids[i], self.labels[i]
+
+
+class BatchOrder:
+    """Batch sampler whose order depends only on (seed, epoch), so a resumed run sees the same batches.
+
+    `length_grouped`: shuffle, cut into windows of per_device x replicas x group_size, sort each window by
+    length, cut into steps of per_device x replicas (one batch per replica, consecutive, similar lengths),
+    shuffle the steps. `dynamic` and `max_length`: shuffled batches. accelerate then hands batch k of each
+    step to process k (BatchSamplerShard), so all ranks of one step do similar work.
+
+    The epoch is set with `for_epoch`, not `set_epoch`, so accelerate's own calls cannot change it.
+    """
+
+    def __init__(self, lengths: np.ndarray, per_device: int, replicas: int, seed: int,
+                 mode: str = "length_grouped", group_size: int = 64):
+        self.lengths, self.per_device, self.replicas = lengths, per_device, replicas
+        self.seed, self.mode, self.group_size, self.epoch = seed, mode, group_size, 0
+
+    def for_epoch(self, epoch: int) -> "BatchOrder":
+        self.epoch = epoch
+        return self
+
+    def batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        if self.mode != "length_grouped":
+            return [order[i:i + self.per_device].tolist() for i in range(0, len(order), self.per_device)]
+        step = self.per_device * self.replicas
+        window = step * self.group_size
+        steps = []
+        for w in range(0, len(order), window):
+            chunk = order[w:w + window]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            steps += [chunk[s:s + step] for s in range(0, len(chunk), step)]
+        rng.shuffle(steps)
+        return [s[i:i + self.per_device].tolist() for s in steps for i in range(0, len(s), self.per_device)]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches()) if self.mode == "length_grouped" else -(-len(self.lengths) // self.per_device)
+
+
+@dataclass
+class Collator:
+    """Pad to the longest in the batch (rounded up to a multiple of 8 for tensor cores), or to a fixed length."""
+
+    pad_id: int
+    pad_to_multiple_of: int = 8
+    fixed_source: int = 0
+    fixed_target: int = 0
+
+    def _pad(self, seqs, value, fixed):
+        longest = fixed or max(len(s) for s in seqs)
+        m = self.pad_to_multiple_of
+        longest = -(-longest // m) * m if not fixed else longest
+        out = torch.full((len(seqs), longest), value, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        return out
+
+    def __call__(self, items):
+        rows, sources, targets = zip(*items)
+        input_ids = self._pad(sources, self.pad_id, self.fixed_source)
+        return {
+            "row": torch.tensor(rows, dtype=torch.long),
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != self.pad_id).long(),
+            "labels": self._pad(targets, IGNORE_INDEX, self.fixed_target),
+        }
+
+
+def padding_stats(batch: dict, pad_id: int) -> tuple[int, int]:
+    """(real tokens, padded positions) of a batch, sources and targets together."""
+    real = int((batch["input_ids"] != pad_id).sum() + (batch["labels"] != IGNORE_INDEX).sum())
+    total = batch["input_ids"].numel() + batch["labels"].numel()
+    return real, total
