@@ -174,14 +174,18 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     eval_collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of)
     order = BatchOrder(train_ds.lengths, cfg.batch.per_device, accelerator.num_processes, cfg.seed,
                        cfg.batch.batching, cfg.batch.group_size)
-    train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate)
+    # Each loader has its own generator: making an iterator draws a seed from it, and drawing from the
+    # global RNG instead would shift every dropout mask after a resume.
+    loader_rng = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
+    train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate, generator=loader_rng())
     val_sorted = np.argsort(val_ds.lengths, kind="stable").tolist()  # similar lengths per eval batch
-    val_dl = DataLoader(Subset(val_ds, val_sorted), batch_size=cfg.batch.eval_per_device, collate_fn=eval_collate)
+    val_dl = DataLoader(Subset(val_ds, val_sorted), batch_size=cfg.batch.eval_per_device, collate_fn=eval_collate,
+                        generator=loader_rng())
     rouge_dl = None
     if cfg.eval.rouge_samples:
         pick = np.random.default_rng(cfg.seed).permutation(len(val_ds))[:cfg.eval.rouge_samples]
         rouge_dl = DataLoader(Subset(val_ds, sorted(pick.tolist())), batch_size=cfg.batch.eval_per_device,
-                              collate_fn=eval_collate)
+                              collate_fn=eval_collate, generator=loader_rng())
 
     # ---- optimizer and schedule (one scheduler step per optimizer step)
     micro_per_epoch = math.ceil(len(order) / accelerator.num_processes)
