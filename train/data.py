@@ -27,7 +27,10 @@ class Seq2SeqRows(Dataset):
         enc = tokenizer(sources, max_length=max_source, truncation=True)["input_ids"]
         dec = tokenizer(text_target=[e.impression for e in examples], max_length=max_target, truncation=True)["input_ids"]
         self.input_ids, self.labels = enc, dec
-        self.lengths = np.array([len(a) + len(b) for a, b in zip(enc, dec)])
+        # Sort key for grouping. Each side is padded on its own, so neighbours must agree on both lengths,
+        # not on their sum: target length in buckets of 8 first, then source length (measured on the sample:
+        # 91% non-padding vs 84% for source-then-target; bench/train_throughput.py).
+        self.length_keys = np.array([(len(b) // 8) * 4096 + len(a) for a, b in zip(enc, dec)])
 
     def __len__(self) -> int:
         return len(self.examples)

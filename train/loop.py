@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -60,7 +61,10 @@ class RunLog:
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On CPU, accelerate counts a multi-process DeepSpeed run as one process unless gloo is named.
-    handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
+    # A plain `python -m train` (no launcher, no WORLD_SIZE) has no process group to configure.
+    launched = "WORLD_SIZE" in os.environ
+    handlers = ([InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
+                if launched and not torch.cuda.is_available() else [])
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
@@ -172,13 +176,13 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of,
                        cfg.data.max_source_tokens if fixed else 0, cfg.data.max_target_tokens if fixed else 0)
     eval_collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of)
-    order = BatchOrder(train_ds.lengths, cfg.batch.per_device, accelerator.num_processes, cfg.seed,
+    order = BatchOrder(train_ds.length_keys, cfg.batch.per_device, accelerator.num_processes, cfg.seed,
                        cfg.batch.batching, cfg.batch.group_size)
     # Each loader has its own generator: making an iterator draws a seed from it, and drawing from the
     # global RNG instead would shift every dropout mask after a resume.
     loader_rng = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
     train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate, generator=loader_rng())
-    val_sorted = np.argsort(val_ds.lengths, kind="stable").tolist()  # similar lengths per eval batch
+    val_sorted = np.argsort(val_ds.length_keys, kind="stable").tolist()  # similar lengths per eval batch
     val_dl = DataLoader(Subset(val_ds, val_sorted), batch_size=cfg.batch.eval_per_device, collate_fn=eval_collate,
                         generator=loader_rng())
     rouge_dl = None
