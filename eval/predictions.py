@@ -1,0 +1,45 @@
+"""Prediction files: JSONL, one `{"id", "dataset", "model", "findings", "reference", "prediction"}` a line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FIELDS = ("id", "dataset", "model", "findings", "reference", "prediction")
+
+
+class PredictionError(ValueError):
+    pass
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionError(f"{path}: predictions file not found")
+    rows, seen = [], {}
+    for lineno, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PredictionError(f"{path}:{lineno}: unreadable line ({type(e).__name__})") from None
+        if not isinstance(row, dict):
+            raise PredictionError(f"{path}:{lineno}: expected a JSON object")
+        for f in FIELDS:
+            if f not in row or not isinstance(row[f], str):
+                raise PredictionError(f"{path}:{lineno}: field '{f}' is missing or not a string")
+        for f in ("id", "dataset", "model", "reference"):
+            if not row[f].strip():
+                raise PredictionError(f"{path}:{lineno}: field '{f}' is empty")
+        key = (row["dataset"], row["model"], row["id"])
+        if key in seen:
+            raise PredictionError(f"{path}:{lineno}: duplicate id {row['id']!r} (first on line {seen[key]})")
+        seen[key] = lineno
+        rows.append(row)
+    if not rows:
+        raise PredictionError(f"{path}: no predictions")
+    return rows
+
+
+def dumps(row: dict) -> str:
+    return json.dumps({f: row[f] for f in FIELDS}, ensure_ascii=False) + "\n"

@@ -1,0 +1,79 @@
+"""The one generation helper: offline prediction and the service both call `generate`.
+
+It renders the prompt the model directory was trained with, tokenises with its limits, runs beam
+search and returns the candidates with their sequence scores, so offline and online numbers cannot
+diverge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from radreport.modeling import ModelMeta
+from radreport.prompt import render
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    num_beams: int = 4
+    max_new_tokens: int = 128
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.num_beams < 1:
+            errors.append("num_beams: must be >= 1")
+        if self.max_new_tokens < 1:
+            errors.append("max_new_tokens: must be >= 1")
+        if not 1 <= self.num_return_sequences <= self.num_beams:
+            errors.append("num_return_sequences: must be between 1 and num_beams")
+        return errors
+
+
+@dataclass
+class Generated:
+    candidates: list[tuple[str, float]]  # best first: (text, sequence log-probability score)
+    input_tokens: int
+    output_tokens: int
+    truncated: bool
+
+
+def params_from_model(model, **overrides) -> GenerationParams:
+    """Defaults from the model directory's generation_config.json, then explicit values."""
+    g = model.generation_config
+    base = {"num_beams": g.num_beams or 1, "max_new_tokens": g.max_new_tokens or 128,
+            "length_penalty": float(g.length_penalty if g.length_penalty is not None else 1.0)}
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return GenerationParams(**base)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, meta: ModelMeta, findings: list[str], params: GenerationParams,
+             backgrounds: list[str] | None = None) -> list[Generated]:
+    """Beam search over one batch; every request in it shares `params`."""
+    backgrounds = backgrounds or [""] * len(findings)
+    prompts = [render(f, meta.prompt_template, b) for f, b in zip(findings, backgrounds)]
+    full = tokenizer(prompts)["input_ids"]
+    enc = tokenizer(prompts, max_length=meta.max_source_tokens, truncation=True, padding=True, return_tensors="pt")
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    out = model.generate(**enc, num_beams=params.num_beams, max_new_tokens=params.max_new_tokens,
+                         num_return_sequences=params.num_return_sequences, length_penalty=params.length_penalty,
+                         early_stopping=params.num_beams > 1, do_sample=False,
+                         output_scores=True, return_dict_in_generate=True)
+    seqs = out.sequences.view(len(prompts), params.num_return_sequences, -1)
+    if params.num_beams > 1:
+        scores = out.sequences_scores.view(len(prompts), params.num_return_sequences).tolist()
+    else:  # greedy: the mean log-probability of the chosen tokens
+        logps = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        scores = [[float(row[row > -float("inf")].mean()) if row.numel() else 0.0]
+                  for row in logps.view(len(prompts), 1, -1)[:, 0]]
+    results = []
+    for i in range(len(prompts)):
+        texts = tokenizer.batch_decode(seqs[i], skip_special_tokens=True)
+        out_tokens = int((seqs[i][0] != tokenizer.pad_token_id).sum())
+        results.append(Generated([(t.strip(), float(s)) for t, s in zip(texts, scores[i])],
+                                 input_tokens=min(len(full[i]), meta.max_source_tokens), output_tokens=out_tokens,
+                                 truncated=len(full[i]) > meta.max_source_tokens))
+    return results
