@@ -72,7 +72,8 @@ def generate(model, tokenizer, meta: ModelMeta, findings: list[str], params: Gen
     results = []
     for i in range(len(prompts)):
         texts = tokenizer.batch_decode(seqs[i], skip_special_tokens=True)
-        out_tokens = int((seqs[i][0] != tokenizer.pad_token_id).sum())
+        best = seqs[i][0][1:].tolist()  # drop the decoder start token
+        out_tokens = best.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in best else len(best)
         results.append(Generated([(t.strip(), float(s)) for t, s in zip(texts, scores[i])],
                                  input_tokens=min(len(full[i]), meta.max_source_tokens), output_tokens=out_tokens,
                                  truncated=len(full[i]) > meta.max_source_tokens))

@@ -28,3 +28,13 @@ def check_template(name: str) -> None:
 def render(findings: str, template: str = DEFAULT_TEMPLATE, background: str = "") -> str:
     check_template(template)
     return TEMPLATES[template].format(findings=findings.strip(), background=(background or "none").strip())
+
+
+def findings_from_prompt(text: str) -> str:
+    """A client that already wrapped findings in the instruction (the reference's notebook does) gets
+    the findings back, so the template is not applied twice; any other text is taken as findings."""
+    for name in ("instruction_background", "instruction"):
+        prefix = TEMPLATES[name].split("{", 1)[0]
+        if text.startswith(prefix) and "Findings:" in text:
+            return text.split("Findings:", 1)[1].strip()
+    return text.strip()

@@ -31,3 +31,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     rows = load_examples(SAMPLE / "train.json")
     texts = [render(e.findings) for e in rows] + [e.impression for e in rows]
     return build_tiny_t5(ROOT / "configs/model/tiny-t5.yaml", texts, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory) -> Path:
+    """The tiny model after one epoch of `python -m train` (1 process, no launcher) on 600 sample rows.
+
+    Serving and evaluation tests need a model whose answers differ by input; the run itself is the
+    1-process training test (tests/train/test_loop.py)."""
+    import subprocess
+    import sys
+
+    from radreport.schema import load_examples, write_examples
+
+    out = tmp_path_factory.mktemp("trained")
+    data = out / "train.json"
+    write_examples(data, load_examples(SAMPLE / "train.json")[:600])
+    r = subprocess.run([sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir",
+                        str(out / "run"), f"data.train={data}", "epochs=1", "eval.rouge_samples=8"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out / "run" / "model"
