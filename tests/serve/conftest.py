@@ -1,48 +1,13 @@
-"""A real `python -m serve` process on loopback, serving the tiny model."""
+"""The module-wide server for the serving tests."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Server:
-    def __init__(self, model_dir: Path, log_path: Path, *overrides: str):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve", "--model", str(model_dir), "--config", "configs/serve/cpu.yaml",
-             "--port", str(self.port), *overrides],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.3)
-        raise TimeoutError("server did not become ready")
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        rc = self.proc.wait(timeout=60)
-        self.log.close()
-        return rc
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serve_process import ROOT, Server  # noqa: E402,F401
 
 @pytest.fixture(scope="module")
 def server(trained_model_dir, tmp_path_factory):

@@ -13,7 +13,7 @@ import pytest
 
 from radreport.schema import load_examples
 
-from .conftest import ROOT, Server
+from serve_process import ROOT, Server
 
 MARKER = "ZEBRA-PATIENT-7731"
 
