@@ -111,16 +111,16 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
                 kwargs[name] = _build(hints[name], {}, key + ".", problems)
             else:
                 problems.append(f"{key}: required")
-    if any(p.startswith(prefix) for p in problems) and prefix:
-        return None  # type: ignore[return-value]
     try:
         obj = cls(**kwargs)
-    except TypeError as e:  # only reachable when problems were already recorded
-        problems.append(f"{prefix or '<root>'}: {e}")
+    except TypeError:  # a required key is missing: already recorded
         return None  # type: ignore[return-value]
     check = getattr(obj, "check", None)
-    if check is not None:
-        problems.extend(f"{prefix}{p}" for p in check())
+    if check is not None:  # value checks run even beside unknown keys, so every problem shows at once
+        try:
+            problems.extend(f"{prefix}{p}" for p in check())
+        except TypeError:  # a value of the wrong type, already recorded
+            pass
     return obj
 
 

@@ -68,34 +68,45 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
-def load_data(cfg: TrainConfig, log: RunLog):
+def load_data(cfg: TrainConfig, info):
     report = LoadReport(cfg.data.train)
     train_rows = load_examples(cfg.data.train, skip_bad=cfg.data.skip_bad_rows, report=report)
-    log.info(report.summary())
+    info(report.summary())
     if cfg.data.validation:
         vreport = LoadReport(cfg.data.validation)
         val_rows = load_examples(cfg.data.validation, skip_bad=cfg.data.skip_bad_rows, report=vreport)
-        log.info(vreport.summary())
+        info(vreport.summary())
     else:
         train_rows, val_rows = split_holdout(train_rows, cfg.data.val_fraction, cfg.seed)
-        log.info(f"held out {len(val_rows)} validation rows (findings-disjoint), {len(train_rows)} left to train on")
+        info(f"held out {len(val_rows)} validation rows (findings-disjoint), {len(train_rows)} left to train on")
     return train_rows, val_rows
 
 
-def load_model_source(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path, train_rows) -> str:
-    """The directory or hub id to load. The tiny model is built once, by the main process."""
-    if not cfg.model.tiny_spec:
-        if not Path(cfg.model.name).is_dir():
-            with accelerator.local_main_process_first():  # a hub id is downloaded once per node
-                if accelerator.is_local_main_process:
-                    from huggingface_hub import snapshot_download
+def load_model_source(cfg: TrainConfig, output_dir: Path, train_rows) -> str:
+    """The directory or hub id to load; called before any process group exists.
 
-                    snapshot_download(cfg.model.name, allow_patterns=["*.json", "*.safetensors", "*.model"])
-        return cfg.model.name
+    The tiny model is built by local rank 0 of every node (nodes may not share a disk; the build is
+    deterministic, so every copy is the same) outside DeepSpeed's ZeRO-3 context; the other local
+    ranks wait for the directory, which appears complete in one rename. A hub id is downloaded once
+    per node the same way.
+    """
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    if not cfg.model.tiny_spec:
+        if Path(cfg.model.name).is_dir():
+            return cfg.model.name
+        if local_rank == "0":
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(cfg.model.name, allow_patterns=["*.json", "*.safetensors", "*.model"])
+        return cfg.model.name  # other ranks find it in the cache (from_pretrained retries the download otherwise)
     init_dir = output_dir / "init-model"
-    with accelerator.main_process_first():  # built once; the others wait, then read it
-        if accelerator.is_main_process and not init_dir.is_dir():
-            build_tiny_t5(cfg.model.tiny_spec, tokenizer_corpus(train_rows, cfg.data.prompt_template), init_dir)
+    if local_rank == "0" and not init_dir.is_dir():
+        build_tiny_t5(cfg.model.tiny_spec, tokenizer_corpus(train_rows, cfg.data.prompt_template), init_dir)
+    deadline = time.time() + 600
+    while not init_dir.is_dir():
+        if time.time() > deadline:
+            raise RuntimeError(f"{init_dir} did not appear (local rank 0 failed to build it?)")
+        time.sleep(0.5)
     return str(init_dir)
 
 
@@ -147,6 +158,8 @@ def evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg: TrainConfig) 
 
 def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
+    train_rows, val_rows = load_data(cfg, print if os.environ.get("RANK", "0") == "0" else (lambda *_: None))
+    source = load_model_source(cfg, output_dir, train_rows)
     accelerator = make_accelerator(cfg)
     log = RunLog(accelerator, output_dir)
     set_seed(cfg.seed)
@@ -155,13 +168,10 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     if accelerator.is_main_process:
         atomic_write_json(output_dir / "train_config.json", to_dict(cfg))
 
-    # ---- data and model
-    train_rows, val_rows = load_data(cfg, log)
-    source = load_model_source(cfg, accelerator, output_dir, train_rows)
+    # ---- model (every rank together: ZeRO-3 partitions the weights while loading)
     tokenizer = load_tokenizer(source)
     from transformers import AutoModelForSeq2SeqLM
 
-    # All ranks together: with zero3_init_flag the weights are partitioned while loading (collectives).
     model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch.float32)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
