@@ -49,8 +49,8 @@ def sm_paths(root: Path) -> dict[str, Path]:
             "model": root / "model", "checkpoints": root / "checkpoints", "failure": root / "output/failure"}
 
 
-def channel_file(data_dir: Path, channel: str) -> Path | None:
-    d = data_dir / channel
+def channel_file(data_dir: Path, channel: str, env: dict | None = None) -> Path | None:
+    d = Path((env or {}).get(f"SM_CHANNEL_{channel.upper()}") or data_dir / channel)
     if not d.is_dir():
         return None
     files = sorted(p for p in d.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
@@ -77,26 +77,33 @@ def read_hyperparameters(path: Path) -> dict[str, str]:
     return out
 
 
-def build_command(root: Path, gpus: int) -> tuple[list[str], Path]:
+def build_command(root: Path, gpus: int, env: dict | None = None) -> tuple[list[str], Path]:
+    """`env`: the SM_* variables the SageMaker training toolkit sets, where it sets them; the /opt/ml
+    files are read otherwise (a plain bring-your-own-container job has only those)."""
+    env = env or {}
     paths = sm_paths(root)
     hp = read_hyperparameters(paths["hyperparameters"])
+    if not hp and env.get("SM_HPS"):
+        hp = {k: str(v) for k, v in json.loads(env["SM_HPS"]).items()}
     config = ROOT / hp.get("config", "configs/train/flan-t5-xl-p3.16xlarge.yaml")
     overrides = []
     for k, v in hp.items():
         if k in LAUNCH_KEYS or k.startswith("sagemaker_"):
             continue
         overrides.append(f"{JUMPSTART_NAMES.get(k, k)}={v}")
-    train_file = channel_file(paths["data"], "train")
+    train_file = channel_file(paths["data"], "train", env)
     if train_file is None:
         raise ContainerError(f"channel 'train' is missing: {paths['data'] / 'train'}")
     overrides.append(f"data.train={train_file}")
-    val_file = channel_file(paths["data"], "validation")
+    val_file = channel_file(paths["data"], "validation", env)
     if val_file is not None:
         overrides.append(f"data.validation={val_file}")
     # Check the config here, before any process starts: a bad key fails the job with its name.
     load_train_config(str(config), overrides)
 
     resources = json.loads(paths["resources"].read_text()) if paths["resources"].is_file() else {}
+    if env.get("SM_HOSTS"):
+        resources = {"hosts": json.loads(env["SM_HOSTS"]), "current_host": env.get("SM_CURRENT_HOST", "")}
     hosts = resources.get("hosts") or ["localhost"]
     current = resources.get("current_host") or hosts[0]
     nodes, rank = len(hosts), hosts.index(current)
@@ -132,7 +139,7 @@ def main() -> int:
         except ImportError:
             gpus = 0
     try:
-        cmd, out = build_command(root, gpus)
+        cmd, out = build_command(root, gpus, {k: v for k, v in os.environ.items() if k.startswith("SM_")})
     except (ContainerError, ConfigError) as e:
         write_failure(root, f"bad job configuration: {e}")
         print(f"error: {e}", file=sys.stderr)
@@ -146,7 +153,7 @@ def main() -> int:
         return proc.returncode or 1
     model = out / "model"
     if model.is_dir():  # the main node exported it; SageMaker uploads /opt/ml/model
-        dest = sm_paths(root)["model"]
+        dest = Path(os.environ.get("SM_MODEL_DIR") or sm_paths(root)["model"])
         dest.mkdir(parents=True, exist_ok=True)
         for f in model.iterdir():
             shutil.copy2(f, dest / f.name)

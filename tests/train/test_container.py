@@ -93,3 +93,19 @@ def test_sagemaker_dry_run_request(capsys):
     for m in req["metric_definitions"]:
         assert re.search(m["Regex"], line), m
     assert sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", "optim.lr=-1"]) == 2
+
+
+def test_sm_variables_take_precedence_over_files(tmp_path):
+    from train.container import build_command
+
+    root = opt_ml(tmp_path / "opt_ml", {})
+    (root / "input/config/hyperparameters.json").unlink()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    write_examples(other / "rows.jsonl", load_examples(ROOT / "data/sample/dev1.json"))
+    env = {"SM_HPS": json.dumps({"config": "configs/train/tiny-cpu.yaml", "epochs": 2}),
+           "SM_CHANNEL_TRAIN": str(other), "SM_HOSTS": json.dumps(["algo-1", "algo-2"]), "SM_CURRENT_HOST": "algo-2"}
+    cmd, _ = build_command(root, gpus=0, env=env)
+    assert f"data.train={other / 'rows.jsonl'}" in cmd and "epochs=2" in cmd
+    assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "algo-1"
+    assert cmd[cmd.index("--config_file") + 1].endswith("cpu-multi-node.yaml")
