@@ -20,7 +20,7 @@ from radreport.prompt import findings_from_prompt, render
 from serve import errors
 from serve.config import ServeConfig
 from serve.engine import BatchingEngine
-from serve.errors import InputTooLong, NotReady, error_response
+from serve.errors import InputTooLong, InvalidField, NotReady, error_response
 from serve.metrics import Metrics
 from serve.schemas import (
     Candidate, ErrorBody, ImpressionRequest, ImpressionResponse, InvocationsRequest, InvocationsResponse, Usage,
@@ -197,7 +197,3 @@ def create_app(model_dir: str, config: ServeConfig | None = None) -> FastAPI:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
-
-
-class InvalidField(errors.ServeError):
-    status, code = 422, "invalid_request"

@@ -35,6 +35,12 @@ class DeadlineExceeded(ServeError):
     status, code = 504, "timeout"
 
 
+class InvalidField(ServeError):
+    """A value the schema accepts but this server's limits do not (e.g. num_beams above max_num_beams)."""
+
+    status, code = 422, "invalid_request"
+
+
 class InputTooLong(ServeError):
     status, code = 422, "input_too_long"
 

@@ -24,13 +24,12 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained tiny T5 with its tokenizer learnt from the bundled training split."""
+    from radreport.build_tiny import tokenizer_corpus
     from radreport.modeling import build_tiny_t5
-    from radreport.prompt import render
     from radreport.schema import load_examples
 
-    rows = load_examples(SAMPLE / "train.json")
-    texts = [render(e.findings) for e in rows] + [e.impression for e in rows]
-    return build_tiny_t5(ROOT / "configs/model/tiny-t5.yaml", texts, tmp_path_factory.mktemp("tiny") / "model")
+    corpus = tokenizer_corpus(load_examples(SAMPLE / "train.json"))
+    return build_tiny_t5(ROOT / "configs/model/tiny-t5.yaml", corpus, tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -142,7 +141,3 @@ def step_name(step: int) -> str:
 
 def epoch_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}"
-
-
-def is_epoch_checkpoint(name: str) -> bool:
-    return re.fullmatch(r"epoch-\d+", name) is not None

@@ -280,7 +280,7 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                 bar.update(1)
                 if state.global_step % cfg.log_every_steps == 0:
                     mean_loss = float(accelerator.reduce(loss_sum, "mean")) / loss_n
-                    log.log({"loss": mean_loss, "learning_rate": current_lr(optimizer, scheduler, ds_owns_optimizer),
+                    log.log({"loss": mean_loss, "learning_rate": float(optimizer.param_groups[0]["lr"]),
                              "epoch": round(epoch + state.batches_done / micro_per_epoch, 4),
                              "step": state.global_step, "examples_per_s": round(
                                  loss_n * cfg.batch.per_device * accelerator.num_processes / (time.time() - t0), 2)})
@@ -322,10 +322,6 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
              f"{state.best_metric if state.best_metric is not None else float('nan'):.4f})")
     accelerator.end_training()
     return 0
-
-
-def current_lr(optimizer, scheduler, ds_owns_optimizer: bool) -> float:
-    return float(optimizer.param_groups[0]["lr"])
 
 
 def check_finite(accelerator, loss, rows, train_rows, state: TrainerState, epoch: int) -> None:
