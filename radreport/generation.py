@@ -55,8 +55,12 @@ def generate(model, tokenizer, meta: ModelMeta, findings: list[str], params: Gen
     """Beam search over one batch; every request in it shares `params`."""
     backgrounds = backgrounds or [""] * len(findings)
     prompts = [render(f, meta.prompt_template, b) for f, b in zip(findings, backgrounds)]
+    # Tokenise once; truncate by hand (keeping the closing </s>, as truncation=True does) so the full length,
+    # which says whether the input was cut, costs no second pass.
     full = tokenizer(prompts)["input_ids"]
-    enc = tokenizer(prompts, max_length=meta.max_source_tokens, truncation=True, padding=True, return_tensors="pt")
+    limit = meta.max_source_tokens
+    cut = [ids if len(ids) <= limit else ids[:limit - 1] + [tokenizer.eos_token_id] for ids in full]
+    enc = tokenizer.pad({"input_ids": cut}, return_tensors="pt")
     enc = {k: v.to(model.device) for k, v in enc.items()}
     out = model.generate(**enc, num_beams=params.num_beams, max_new_tokens=params.max_new_tokens,
                          num_return_sequences=params.num_return_sequences, length_penalty=params.length_penalty,

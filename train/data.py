@@ -78,7 +78,17 @@ class BatchOrder:
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return len(self.batches()) if self.mode == "length_grouped" else -(-len(self.lengths) // self.per_device)
+        """Batches per epoch, from the sizes alone (accelerate asks often; building the order costs a sort)."""
+        n, per = len(self.lengths), self.per_device
+        if self.mode != "length_grouped":
+            return -(-n // per)
+        step = per * self.replicas
+        window = step * self.group_size
+        total = 0
+        for w in range(0, n, window):
+            full_steps, rest = divmod(min(window, n - w), step)
+            total += full_steps * self.replicas + -(-rest // per)
+        return total
 
 
 @dataclass
