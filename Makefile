@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEEPSPEED := deepspeed==0.19.8
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: install
+# ruff (lint and format check, configured in pyproject.toml) runs before the tests, so CI enforces it.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 bench: install

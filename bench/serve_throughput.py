@@ -7,6 +7,7 @@ naive one runs with max_batch_size=1 (one worker, unbatched generate: how the re
 ran). Beam 4; concurrency 1, 4 and 16; requests/s and p50/p99 latency. Target at concurrency 16:
 batched >= 3x naive.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from radreport.io import atomic_write_json  # noqa: E402
 from radreport.schema import load_examples  # noqa: E402
-from serve_process import Server  # noqa: E402
+from serve.local_server import Server  # noqa: E402
 
 
 async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
@@ -45,7 +45,12 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "rps": len(latencies) / wall, "p50_s": statistics.median(latencies), "p99_s": q[98]}
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / wall,
+        "p50_s": statistics.median(latencies),
+        "p99_s": q[98],
+    }
 
 
 def main() -> None:
@@ -57,11 +62,15 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "bench/results/serve_throughput.json"))
     a = p.parse_args()
     rows = load_examples(ROOT / "data/sample/dev1.json")
-    bodies = [{"findings": rows[i % len(rows)].findings, "num_beams": a.beams, "max_new_tokens": a.max_new_tokens}
-              for i in range(a.requests_per_level)]
+    bodies = [
+        {"findings": rows[i % len(rows)].findings, "num_beams": a.beams, "max_new_tokens": a.max_new_tokens}
+        for i in range(a.requests_per_level)
+    ]
     results = []
-    for name, overrides in (("naive (1 request at a time)", ["max_batch_size=1", "max_wait_ms=0"]),
-                            ("batched (ours)", ["max_batch_size=16", "max_wait_ms=10"])):
+    for name, overrides in (
+        ("naive (1 request at a time)", ["max_batch_size=1", "max_wait_ms=0"]),
+        ("batched (ours)", ["max_batch_size=16", "max_wait_ms=10"]),
+    ):
         server = Server(Path(a.model), Path("/tmp") / f"bench-serve-{len(results)}.log", *overrides)
         try:
             for c in (1, 4, 16):
@@ -76,9 +85,17 @@ def main() -> None:
     for r in results:
         print(f"{r['server']:<30} {r['concurrency']:>4} {r['rps']:>8.2f} {r['p50_s']:>7.3f} {r['p99_s']:>7.3f}")
     print(f"concurrency 16: batched / naive = {ours16 / naive16:.2f}x (target >= 3x)")
-    atomic_write_json(a.out, {"command": " ".join(["python", *sys.argv]), "machine": platform.machine(),
-                              "beams": a.beams, "max_new_tokens": a.max_new_tokens, "results": results,
-                              "speedup_at_16": ours16 / naive16})
+    atomic_write_json(
+        a.out,
+        {
+            "command": " ".join(["python", *sys.argv]),
+            "machine": platform.machine(),
+            "beams": a.beams,
+            "max_new_tokens": a.max_new_tokens,
+            "results": results,
+            "speedup_at_16": ours16 / naive16,
+        },
+    )
 
 
 if __name__ == "__main__":

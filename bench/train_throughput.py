@@ -9,10 +9,10 @@ Same tiny T5, same data (the bundled sample), same optimizer; only the batching 
 Reports examples/s over timed steps (after warm-up) and the share of non-padding tokens over a whole epoch.
 Targets: (c) >= 2x (a) in examples/s, and >= 90% non-padding tokens.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -40,8 +40,12 @@ def main() -> None:
     p.add_argument("--per-device", type=int, default=16)
     p.add_argument("--max-source", type=int, default=512)
     p.add_argument("--max-target", type=int, default=128)
-    p.add_argument("--pad-to-multiple-of", type=int, default=1,
-                   help="1 for fp32 on V100 (no tensor cores in fp32); 8 for fp16/bf16 tensor cores")
+    p.add_argument(
+        "--pad-to-multiple-of",
+        type=int,
+        default=1,
+        help="1 for fp32 on V100 (no tensor cores in fp32); 8 for fp16/bf16 tensor cores",
+    )
     p.add_argument("--data", default=str(ROOT / "data/sample/train.json"))
     p.add_argument("--out", default=str(ROOT / "bench/results/train_throughput.json"))
     a = p.parse_args()
@@ -55,7 +59,9 @@ def main() -> None:
     results = []
     for mode in MODES:
         fixed = mode == "max_length"
-        collate = Collator(tok.pad_token_id, a.pad_to_multiple_of, a.max_source if fixed else 0, a.max_target if fixed else 0)
+        collate = Collator(
+            tok.pad_token_id, a.pad_to_multiple_of, a.max_source if fixed else 0, a.max_target if fixed else 0
+        )
         batches = BatchOrder(ds.length_keys, a.per_device, 1, seed=0, mode=mode).batches()
         real = total = 0
         for b in batches:  # padding share over the whole epoch
@@ -82,14 +88,31 @@ def main() -> None:
         r["speedup_vs_max_length"] = r["examples_per_s"] / base
     print(f"{'batching':<16} {'examples/s':>11} {'vs max_length':>14} {'non-padding':>12}")
     for r in results:
-        print(f"{r['mode']:<16} {r['examples_per_s']:>11.1f} {r['speedup_vs_max_length']:>13.2f}x {r['non_padding_share']:>11.1%}")
+        print(
+            f"{r['mode']:<16} {r['examples_per_s']:>11.1f} {r['speedup_vs_max_length']:>13.2f}x "
+            f"{r['non_padding_share']:>11.1%}"
+        )
     c = results[2]
-    verdict = {"speedup_target_2x": c["speedup_vs_max_length"] >= 2, "non_padding_target_90pct": c["non_padding_share"] >= 0.9}
+    verdict = {
+        "speedup_target_2x": c["speedup_vs_max_length"] >= 2,
+        "non_padding_target_90pct": c["non_padding_share"] >= 0.9,
+    }
     print("targets:", verdict)
-    atomic_write_json(a.out, {"command": " ".join(["python", *sys.argv]), "machine": platform.machine(),
-                              "threads": torch.get_num_threads(), "per_device": a.per_device,
-                              "max_source": a.max_source, "pad_to_multiple_of": a.pad_to_multiple_of, "max_target": a.max_target, "steps": a.steps,
-                              "results": results, "targets": verdict})
+    atomic_write_json(
+        a.out,
+        {
+            "command": " ".join(["python", *sys.argv]),
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "per_device": a.per_device,
+            "max_source": a.max_source,
+            "pad_to_multiple_of": a.pad_to_multiple_of,
+            "max_target": a.max_target,
+            "steps": a.steps,
+            "results": results,
+            "targets": verdict,
+        },
+    )
 
 
 if __name__ == "__main__":

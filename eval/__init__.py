@@ -1,1 +1,1 @@
-"""Offline evaluation: predict, score, report, baselines. Import as `from eval.metrics import ...`."""
+"""Offline evaluation: predict, score, report, baselines. Import as `from eval.rouge import ...`."""

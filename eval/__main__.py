@@ -1,10 +1,11 @@
 """Offline evaluation.
 
-  python -m eval predict --model DIR --data FILE --out PRED.jsonl [--dataset dev2 --num-beams 10 --max-new-tokens 80]
-  python -m eval score --predictions PRED.jsonl [--json] [--aws-compatible]
-  python -m eval report PRED.jsonl [PRED2.jsonl ...] --out DIR [--train FILE] [--aws-compatible]
-  python -m eval baselines --train FILE --data FILE --out DIR [--dataset NAME]
+python -m eval predict --model DIR --data FILE --out PRED.jsonl [--dataset dev2 --num-beams 10 --max-new-tokens 80]
+python -m eval score --predictions PRED.jsonl [--json] [--aws-compatible]
+python -m eval report PRED.jsonl [PRED2.jsonl ...] --out DIR [--train FILE] [--aws-compatible]
+python -m eval baselines --train FILE --data FILE --out DIR [--dataset NAME]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from eval.predictions import PredictionError
-from radreport.schema import DataError, load_examples
+from radreport.cli import run
+from radreport.schema import load_examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,43 +46,49 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--dataset")
     bl.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
-    try:
-        if a.cmd == "predict":
-            from eval.predict import predict
+    if a.cmd == "predict":
+        from eval.predict import predict
 
-            n = predict(a.model, a.data, a.out, a.dataset or Path(a.data).stem, a.model_name, a.batch_size,
-                        a.num_beams, a.max_new_tokens, a.device, a.dtype)
-            print(f"{a.out}: {n} predictions")
-        elif a.cmd == "score":
-            from eval.metrics import Rouge
-            from eval.predictions import read_predictions
-            from eval.score import aggregate, score_rows
+        n = predict(
+            a.model,
+            a.data,
+            a.out,
+            a.dataset or Path(a.data).stem,
+            a.model_name,
+            a.batch_size,
+            a.num_beams,
+            a.max_new_tokens,
+            a.device,
+            a.dtype,
+        )
+        print(f"{a.out}: {n} predictions")
+    elif a.cmd == "score":
+        from eval.prediction_file import read_predictions
+        from eval.rouge import Rouge
+        from eval.score import aggregate, score_rows
 
-            rouge = Rouge(a.aws_compatible)
-            agg = aggregate(score_rows(read_predictions(a.predictions), rouge), rouge)
-            if a.json:
-                print(json.dumps(agg, sort_keys=True))
-            else:
-                print(f"{a.predictions}: n={agg['n']} ({agg['mode']})")
-                for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
-                    print(f"  {k:<10} {agg[k]['mean']:.4f}  95% CI [{agg[k]['ci95'][0]:.4f}, {agg[k]['ci95'][1]:.4f}]")
-                print(f"  CheXpert-label F1: micro {agg['chexpert_micro_f1']:.4f}, macro {agg['chexpert_macro_f1']:.4f}")
-        elif a.cmd == "report":
-            from eval.report import build_report
-
-            train = load_examples(a.train) if a.train else None
-            out = build_report(a.predictions, a.out, train, a.aws_compatible)
-            print(f"wrote {out}/report.md, report.html, scores.csv, examples.csv and box plots")
+        rouge = Rouge(a.aws_compatible)
+        agg = aggregate(score_rows(read_predictions(a.predictions), rouge), rouge)
+        if a.json:
+            print(json.dumps(agg, sort_keys=True))
         else:
-            from eval.baselines import write_baselines
+            print(f"{a.predictions}: n={agg['n']} ({agg['mode']})")
+            for k in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+                print(f"  {k:<10} {agg[k]['mean']:.4f}  95% CI [{agg[k]['ci95'][0]:.4f}, {agg[k]['ci95'][1]:.4f}]")
+            print(f"  CheXpert-label F1: micro {agg['chexpert_micro_f1']:.4f}, macro {agg['chexpert_macro_f1']:.4f}")
+    elif a.cmd == "report":
+        from eval.report import build_report
 
-            paths = write_baselines(load_examples(a.train), load_examples(a.data), a.dataset or Path(a.data).stem, a.out)
-            print("\n".join(str(x) for x in paths))
-    except (DataError, PredictionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        train = load_examples(a.train) if a.train else None
+        out = build_report(a.predictions, a.out, train, a.aws_compatible)
+        print(f"wrote {out}/report.md, report.html, scores.csv, examples.csv and box plots")
+    else:
+        from eval.baselines import write_baselines
+
+        paths = write_baselines(load_examples(a.train), load_examples(a.data), a.dataset or Path(a.data).stem, a.out)
+        print("\n".join(str(x) for x in paths))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -5,13 +5,14 @@ last-sentence   the last sentence of the findings (radiologists often end on the
 On Indiana dev2 a constant "No acute cardiopulmonary abnormality." already scores ROUGE-1 ~0.475,
 above the reference's fine-tuned 0.466: ROUGE alone does not show clinical quality.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from eval.metrics import split_sentences
-from eval.predictions import dumps
+from eval.prediction_file import dumps
+from eval.rouge import split_sentences
 from radreport.io import atomic_write_text
 from radreport.schema import Example
 
@@ -30,8 +31,17 @@ def last_sentence(findings: str) -> str:
 
 def baseline_rows(name: str, data: list[Example], dataset: str, constant: str = "") -> list[dict]:
     pred = (lambda e: constant) if name == "most-frequent" else (lambda e: last_sentence(e.findings))
-    return [{"id": e.study_id, "dataset": dataset, "model": f"baseline-{name}", "findings": e.findings,
-             "reference": e.impression, "prediction": pred(e)} for e in data]
+    return [
+        {
+            "id": e.study_id,
+            "dataset": dataset,
+            "model": f"baseline-{name}",
+            "findings": e.findings,
+            "reference": e.impression,
+            "prediction": pred(e),
+        }
+        for e in data
+    ]
 
 
 def write_baselines(train: list[Example], data: list[Example], dataset: str, out_dir: Path) -> list[Path]:

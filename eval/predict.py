@@ -3,6 +3,7 @@
 Lines are appended to `OUT.partial` as batches finish; an interrupted run picks up after the last
 complete line; the finished file replaces OUT in one rename.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eval.predictions import dumps
+from eval.prediction_file import dumps
 from radreport.generation import generate, params_from_model
 from radreport.modeling import load_model, load_tokenizer, read_meta, resolve_device, resolve_dtype
 from radreport.schema import load_examples
@@ -28,9 +29,18 @@ def _done_ids(partial: Path) -> set[str]:
     return {json.loads(line)["id"] for line in keep.decode("utf-8").splitlines() if line.strip()}
 
 
-def predict(model_dir: str, data: str, out: Path, dataset: str, model_name: str = "", batch_size: int = 16,
-            num_beams: int | None = None, max_new_tokens: int | None = None, device: str = "auto",
-            dtype: str = "auto") -> int:
+def predict(
+    model_dir: str,
+    data: str,
+    out: Path,
+    dataset: str,
+    model_name: str = "",
+    batch_size: int = 16,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> int:
     examples = load_examples(data)
     dev = resolve_device(device)
     model = load_model(model_dir, resolve_dtype(dtype, dev), dev)
@@ -44,11 +54,21 @@ def predict(model_dir: str, data: str, out: Path, dataset: str, model_name: str 
     todo.sort(key=lambda e: len(e.findings))  # similar lengths per batch: less padding
     with open(partial, "a", encoding="utf-8") as f, tqdm(total=len(examples), initial=len(done), desc=dataset) as bar:
         for i in range(0, len(todo), batch_size):
-            batch = todo[i:i + batch_size]
+            batch = todo[i : i + batch_size]
             outs = generate(model, tokenizer, meta, [e.findings for e in batch], params, [e.background for e in batch])
-            for e, g in zip(batch, outs):
-                f.write(dumps({"id": e.study_id, "dataset": dataset, "model": model_name, "findings": e.findings,
-                               "reference": e.impression, "prediction": g.candidates[0][0]}))
+            for e, g in zip(batch, outs, strict=True):
+                f.write(
+                    dumps(
+                        {
+                            "id": e.study_id,
+                            "dataset": dataset,
+                            "model": model_name,
+                            "findings": e.findings,
+                            "reference": e.impression,
+                            "prediction": g.candidates[0][0],
+                        }
+                    )
+                )
             f.flush()
             os.fsync(f.fileno())
             bar.update(len(batch))

@@ -3,6 +3,7 @@
 Running it twice on the same files gives byte-identical output (seeded bootstrap, sorted rows,
 PNGs written without timestamps).
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,8 @@ import numpy as np
 
 from eval.baselines import baseline_rows, most_frequent_impression
 from eval.labeler import OBSERVATIONS, agreement
-from eval.metrics import ROUGE_KEYS, Rouge
-from eval.predictions import PredictionError, read_predictions
+from eval.prediction_file import PredictionError, read_predictions
+from eval.rouge import ROUGE_KEYS, Rouge
 from eval.score import aggregate, score_rows
 from eval.stats import paired_bootstrap
 from radreport.io import atomic_write_bytes, atomic_write_text
@@ -42,14 +43,23 @@ def collect(files: list[Path], train: list[Example] | None) -> dict[str, dict[st
         ids = {r["id"] for r in models[first_model]}
         for m, rows in models.items():
             if {r["id"] for r in rows} != ids:
-                raise PredictionError(f"{source[(dataset, m)]}: ids of {m!r} on {dataset!r} do not match those in "
-                                      f"{source[(dataset, first_model)]}")
-        examples = [Example(r["id"], "", r["findings"], r["reference"]) for r in sorted(models[first_model], key=lambda r: r["id"])]
+                raise PredictionError(
+                    f"{source[(dataset, m)]}: ids of {m!r} on {dataset!r} do not match those in "
+                    f"{source[(dataset, first_model)]}"
+                )
+        examples = [
+            Example(r["id"], "", r["findings"], r["reference"])
+            for r in sorted(models[first_model], key=lambda r: r["id"])
+        ]
         if "baseline-last-sentence" not in models:
             models["baseline-last-sentence"] = baseline_rows("last-sentence", examples, dataset)
         if train and "baseline-most-frequent" not in models:
-            models["baseline-most-frequent"] = baseline_rows("most-frequent", examples, dataset, most_frequent_impression(train))
-    return {d: {m: sorted(rows, key=lambda r: r["id"]) for m, rows in sorted(ms.items())} for d, ms in sorted(data.items())}
+            models["baseline-most-frequent"] = baseline_rows(
+                "most-frequent", examples, dataset, most_frequent_impression(train)
+            )
+    return {
+        d: {m: sorted(rows, key=lambda r: r["id"]) for m, rows in sorted(ms.items())} for d, ms in sorted(data.items())
+    }
 
 
 class Doc:
@@ -58,10 +68,17 @@ class Doc:
     def __init__(self, title: str):
         self.title, self.parts = title, []
 
-    def h(self, text): self.parts.append(("h", text))
-    def p(self, text): self.parts.append(("p", text))
-    def table(self, header, rows): self.parts.append(("table", (header, rows)))
-    def image(self, name, png: bytes): self.parts.append(("img", (name, png)))
+    def h(self, text):
+        self.parts.append(("h", text))
+
+    def p(self, text):
+        self.parts.append(("p", text))
+
+    def table(self, header, rows):
+        self.parts.append(("table", (header, rows)))
+
+    def image(self, name, png: bytes):
+        self.parts.append(("img", (name, png)))
 
     def markdown(self) -> str:
         out = [f"# {self.title}\n"]
@@ -74,7 +91,9 @@ class Doc:
                 header, rows = x
                 out.append("| " + " | ".join(header) + " |")
                 out.append("|" + "|".join(" --- " for _ in header) + "|")
-                out += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+                out += [
+                    "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows
+                ]
                 out.append("")
             else:
                 out.append(f"![{x[0]}]({x[0]})\n")
@@ -82,10 +101,13 @@ class Doc:
 
     def html(self) -> str:
         e = html.escape
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>"
-               "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
-               "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-               "</style></head><body>", f"<h1>{e(self.title)}</h1>"]
+        out = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
+            "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+            "</style></head><body>",
+            f"<h1>{e(self.title)}</h1>",
+        ]
         for kind, x in self.parts:
             if kind == "h":
                 out.append(f"<h2>{e(x)}</h2>")
@@ -109,7 +131,7 @@ def boxplot_png(dataset: str, scored: dict[str, list[dict]]) -> bytes:
 
     models = list(scored)
     fig, axes = plt.subplots(1, len(ROUGE_KEYS), figsize=(4 * len(ROUGE_KEYS), 3.5 + 0.15 * len(models)), sharey=True)
-    for ax, k in zip(axes, ROUGE_KEYS):
+    for ax, k in zip(axes, ROUGE_KEYS, strict=True):
         ax.boxplot([[r[k] for r in scored[m]] for m in models], vert=True)
         ax.set_xticks(range(1, len(models) + 1), models, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{dataset}: {NAMES[k]}")
@@ -133,8 +155,9 @@ def _csv(header, rows) -> str:
     return buf.getvalue()
 
 
-def build_report(files: list[Path], out: Path, train: list[Example] | None = None, aws_compatible: bool = False,
-                 worst: int = 5) -> Path:
+def build_report(
+    files: list[Path], out: Path, train: list[Example] | None = None, aws_compatible: bool = False, worst: int = 5
+) -> Path:
     rouge = Rouge(aws_compatible)
     data = collect(files, train)
     scored = {d: {m: score_rows(rows, rouge) for m, rows in ms.items()} for d, ms in data.items()}
@@ -146,25 +169,36 @@ def build_report(files: list[Path], out: Path, train: list[Example] | None = Non
 
     doc.h("ROUGE by dataset and model")
     header = ["dataset"] + [f"{m} {NAMES[k]}" for m in models for k in ROUGE_KEYS]
-    doc.table(header, [[d] + [(_f(aggs[d][m][k]["mean"]) if m in aggs[d] else "") for m in models for k in ROUGE_KEYS]
-                       for d in aggs])
-    doc.p("Trivial baselines stand beside the models on purpose: on Indiana dev2 a constant 'No acute cardiopulmonary "
-          "abnormality.' scores ROUGE-1 about 0.475, above the reference's fine-tuned 0.466. ROUGE alone does not show "
-          "clinical quality; see the CheXpert-label agreement below.")
+    doc.table(
+        header,
+        [[d] + [(_f(aggs[d][m][k]["mean"]) if m in aggs[d] else "") for m in models for k in ROUGE_KEYS] for d in aggs],
+    )
+    doc.p(
+        "Trivial baselines stand beside the models on purpose: on Indiana dev2 a constant 'No acute cardiopulmonary "
+        "abnormality.' scores ROUGE-1 about 0.475, above the reference's fine-tuned 0.466. ROUGE alone does not show "
+        "clinical quality; see the CheXpert-label agreement below."
+    )
 
     doc.h("95% bootstrap confidence intervals (1,000 resamples, seed 0)")
-    doc.table(["dataset", "model", "n"] + [NAMES[k] for k in ROUGE_KEYS],
-              [[d, m, a["n"]] + [f"{_f(a[k]['mean'])} [{_f(a[k]['ci95'][0])}, {_f(a[k]['ci95'][1])}]" for k in ROUGE_KEYS]
-               for d in aggs for m, a in aggs[d].items()])
+    doc.table(
+        ["dataset", "model", "n"] + [NAMES[k] for k in ROUGE_KEYS],
+        [
+            [d, m, a["n"]] + [f"{_f(a[k]['mean'])} [{_f(a[k]['ci95'][0])}, {_f(a[k]['ci95'][1])}]" for k in ROUGE_KEYS]
+            for d in aggs
+            for m, a in aggs[d].items()
+        ],
+    )
 
     doc.h("Paired bootstrap between models (ROUGE-L, same examples)")
     pairs = []
     for d, ms in scored.items():
         names = list(ms)
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 r = paired_bootstrap(np.array([x["rougeL"] for x in ms[a]]), np.array([x["rougeL"] for x in ms[b]]))
-                pairs.append([d, a, b, f"{r['diff']:+.4f}", f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]", f"{r['p']:.3f}"])
+                pairs.append(
+                    [d, a, b, f"{r['diff']:+.4f}", f"[{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]", f"{r['p']:.3f}"]
+                )
     doc.table(["dataset", "model A", "model B", "A - B", "95% CI", "p (two-sided)"], pairs)
 
     doc.h("Distribution per dataset and metric")
@@ -174,8 +208,21 @@ def build_report(files: list[Path], out: Path, train: list[Example] | None = Non
             for m, rows in ms.items():
                 v = np.array([r[k] for r in rows])
                 q = np.percentile(v, [25, 50, 75])
-                dist.append([d, NAMES[k], m, len(v), _f(v.mean()), _f(v.std(ddof=1) if len(v) > 1 else 0.0),
-                             _f(v.min()), _f(q[0]), _f(q[1]), _f(q[2]), _f(v.max())])
+                dist.append(
+                    [
+                        d,
+                        NAMES[k],
+                        m,
+                        len(v),
+                        _f(v.mean()),
+                        _f(v.std(ddof=1) if len(v) > 1 else 0.0),
+                        _f(v.min()),
+                        _f(q[0]),
+                        _f(q[1]),
+                        _f(q[2]),
+                        _f(v.max()),
+                    ]
+                )
     doc.table(["dataset", "metric", "model", "count", "mean", "std", "min", "25%", "50%", "75%", "max"], dist)
     images = {}
     for d, ms in scored.items():
@@ -200,22 +247,44 @@ def build_report(files: list[Path], out: Path, train: list[Example] | None = Non
                 continue
             bad = sorted(rows, key=lambda r: (r["rougeL"], r["id"]))[:worst]
             doc.p(f"{d} / {m}")
-            doc.table(["id", "ROUGE-L", "findings", "reference", "prediction"],
-                      [[r["id"], _f(r["rougeL"]), r["findings"], r["reference"], r["prediction"]] for r in bad])
+            doc.table(
+                ["id", "ROUGE-L", "findings", "reference", "prediction"],
+                [[r["id"], _f(r["rougeL"]), r["findings"], r["reference"], r["prediction"]] for r in bad],
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html())
-    atomic_write_text(out / "scores.csv", _csv(
-        ["dataset", "model", "n", "metric", "mean", "ci95_low", "ci95_high"],
-        [[d, m, a["n"], k, _f(a[k]["mean"]), _f(a[k]["ci95"][0]), _f(a[k]["ci95"][1])]
-         for d in aggs for m, a in aggs[d].items() for k in ROUGE_KEYS]
-        + [[d, m, a["n"], k, _f(a[k]), "", ""] for d in aggs for m, a in aggs[d].items()
-           for k in ("chexpert_micro_f1", "chexpert_macro_f1")]))
-    atomic_write_text(out / "examples.csv", _csv(
-        ["dataset", "model", "id"] + list(ROUGE_KEYS) + ["reference", "prediction"],
-        [[d, m, r["id"]] + [_f(r[k]) for k in ROUGE_KEYS] + [r["reference"], r["prediction"]]
-         for d, ms in scored.items() for m, rows in ms.items() for r in rows]))
+    atomic_write_text(
+        out / "scores.csv",
+        _csv(
+            ["dataset", "model", "n", "metric", "mean", "ci95_low", "ci95_high"],
+            [
+                [d, m, a["n"], k, _f(a[k]["mean"]), _f(a[k]["ci95"][0]), _f(a[k]["ci95"][1])]
+                for d in aggs
+                for m, a in aggs[d].items()
+                for k in ROUGE_KEYS
+            ]
+            + [
+                [d, m, a["n"], k, _f(a[k]), "", ""]
+                for d in aggs
+                for m, a in aggs[d].items()
+                for k in ("chexpert_micro_f1", "chexpert_macro_f1")
+            ],
+        ),
+    )
+    atomic_write_text(
+        out / "examples.csv",
+        _csv(
+            ["dataset", "model", "id"] + list(ROUGE_KEYS) + ["reference", "prediction"],
+            [
+                [d, m, r["id"]] + [_f(r[k]) for k in ROUGE_KEYS] + [r["reference"], r["prediction"]]
+                for d, ms in scored.items()
+                for m, rows in ms.items()
+                for r in rows
+            ],
+        ),
+    )
     for name, png in images.items():
         atomic_write_bytes(out / name, png)
     return out

@@ -1,10 +1,11 @@
 """Per-example ROUGE and the aggregates: mean, seeded 95% bootstrap CI, CheXpert-label agreement."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from eval.labeler import agreement
-from eval.metrics import ROUGE_KEYS, Rouge
+from eval.rouge import ROUGE_KEYS, Rouge
 from eval.stats import bootstrap_ci
 
 
@@ -14,8 +15,11 @@ def score_rows(rows: list[dict], rouge: Rouge) -> list[dict]:
 
 
 def aggregate(scored: list[dict], rouge: Rouge) -> dict:
-    out: dict = {"n": len(scored), "mode": rouge.mode,
-                 "empty_predictions": sum(1 for r in scored if not r["prediction"].strip())}
+    out: dict = {
+        "n": len(scored),
+        "mode": rouge.mode,
+        "empty_predictions": sum(1 for r in scored if not r["prediction"].strip()),
+    }
     for k in ROUGE_KEYS:
         v = np.array([r[k] for r in scored])
         lo, hi = bootstrap_ci(v)

@@ -1,4 +1,5 @@
 """Seeded bootstrap: the same input gives the same numbers."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,9 +4,12 @@ A config is data; the recipe that reads it is code. Loading reports every proble
 (unknown keys, wrong types, values out of range), each named by its dotted key, so a bad
 config fails before any process group or model is started.
 """
+
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,29 +17,54 @@ from typing import Any, TypeVar
 
 import yaml
 
+from radreport.errors import InputError
+
 T = TypeVar("T")
+# A number written as text (YAML 1.1 leaves `1e-4` a string); not `nan`/`inf`, which are refused.
+_FLOAT_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """One or more config keys are wrong; the message lists every one of them."""
 
     def __init__(self, source: str, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{source}: invalid config\n" + "\n".join(f"  - {p}" for p in problems))
+        self.source, self.problems = source, problems
+        if len(problems) == 1:
+            super().__init__(f"{source}: {problems[0]}")
+        else:
+            super().__init__(f"{source}: {len(problems)} problems\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`["optim.lr=3e-4", "epochs=1"]` -> nested dict; values are parsed as YAML scalars."""
     tree: dict[str, Any] = {}
+    problems: list[str] = []
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError("command line", [f"override {item!r} is not of the form key.path=value"])
-        key, raw = item.split("=", 1)
-        node = tree
+        key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
+        if not sep or not all(parts):
+            problems.append(f"override {item!r} is not of the form key.path=value")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            problems.append(f"{key}: override value {raw!r} is not a YAML value (quote it if it is text)")
+            continue
+        node, where = tree, []
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+            where.append(part)
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(f"{key}: {'.'.join(where)} was already set to a value by another override")
+                break
+            node = child
+        else:
+            if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+                problems.append(f"{key}: a section, already given keys by another override")
+                continue
+            node[parts[-1]] = value
+    if problems:
+        raise ConfigError("command line", problems)
     return tree
 
 
@@ -77,16 +105,18 @@ def _check_type(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
         return _build(tp, value, key + ".", problems)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        # YAML 1.1 reads `1e-4` (no dot) as a string; users write learning rates that way.
-        try:
+    if tp is float:
+        if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        except ValueError:
-            pass
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-        problems.append(f"{key}: expected {tp.__name__}, got {value!r}")
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; users write learning rates that way.
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{key}: must be a finite number, got {value!r}")
+            return value
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
+        what = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(tp, tp.__name__)
+        problems.append(f"{key}: expected {what}, got {value!r}")
     return value
 
 
@@ -94,7 +124,7 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append(f"{prefix or '<root>'}: expected a mapping, got {data!r}")
+        problems.append(f"{prefix.rstrip('.') or '<root>'}: expected a mapping of keys, got {data!r}")
         return None  # type: ignore[return-value]
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -141,9 +171,15 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()
         if not p.is_file():
             raise ConfigError(source, [f"config file not found: {p}"])
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(source, ["not UTF-8 text"]) from None
         except yaml.YAMLError as e:
             raise ConfigError(source, [f"not valid YAML: {e}"]) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(source, [f"the top level must be a mapping of keys, got {type(data).__name__}"])
     data = _merge(data, parse_overrides(list(overrides)))
     return from_dict(cls, data, source)
 

@@ -4,18 +4,21 @@ A model is named by a local directory or a hub id; nothing is downloaded unless 
 A directory we write also carries `radreport.json` (prompt template, token limits), so serving
 and evaluation read how the model was trained instead of being told again.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from radreport.config import load_config
+from radreport.config import from_dict, load_config
+from radreport.errors import InputError
 from radreport.prompt import DEFAULT_TEMPLATE, check_template
 
 META_FILE = "radreport.json"
@@ -40,12 +43,72 @@ class ModelMeta:
 
 
 def read_meta(model: str | os.PathLike) -> ModelMeta:
+    """The model directory's radreport.json (defaults for a directory we did not write, e.g. a hub model)."""
     path = Path(model) / META_FILE
     if not path.is_file():
         return ModelMeta()
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
     known = {k: v for k, v in data.items() if k in ModelMeta.__dataclass_fields__}
-    return ModelMeta(**known)
+    return from_dict(ModelMeta, known, str(path))
+
+
+# A tokenizer is saved either as the fast tokenizer's tokenizer.json or as a SentencePiece model.
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_model_dir(model: str | os.PathLike) -> None:
+    """Refuse a local model directory that cannot give a working model, before anything loads it.
+
+    transformers is lenient where we must not be: without tokenizer files it builds an empty tokenizer,
+    and a service comes up ready on it. A hub id (not a local directory) is left to transformers.
+    """
+    d = Path(model)
+    if not d.exists() and (str(model).startswith((".", "/", "~")) or len(d.parts) > 2):
+        raise InputError(f"{model}: model directory not found")
+    if not d.is_dir():
+        if d.exists():
+            raise InputError(f"{model}: not a model directory")
+        return  # `owner/name` or `name`: a hub id
+    config = d / "config.json"
+    if not config.is_file():
+        raise InputError(f"{d}: no config.json (not a model directory, or an unfinished copy)")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{config}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("vocab_size"), int):
+        raise InputError(f"{config}: no vocab_size (not a seq2seq model config)")
+    if not any(any(d.glob(p)) for p in WEIGHT_PATTERNS):
+        raise InputError(f"{d}: no weights (*.safetensors or pytorch_model*.bin)")
+    if not any((d / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(
+            f"{d}: no tokenizer files ({' or '.join(TOKENIZER_FILES)}); copy the tokenizer saved "
+            "with the model into this directory"
+        )
+    read_meta(d)
+
+
+def check_tokenizer_fits(tokenizer, config, where: str) -> None:
+    """The tokenizer must be the model's: its ids inside the embedding, its special tokens the model's own.
+
+    T5 checkpoints pad the embedding past the vocabulary (flan-t5: 32,100 tokens, 32,128 rows), so a smaller
+    tokenizer is fine; one of under 90% of the rows is another model's (or an empty one)."""
+    n, rows = len(tokenizer), config.vocab_size
+    if n > rows:
+        raise InputError(f"{where}: the tokenizer has {n} tokens but the model only {rows} embedding rows")
+    if n < 0.9 * rows:
+        raise InputError(f"{where}: the tokenizer has {n} tokens for a model of {rows}: not this model's tokenizer")
+    for name in ("pad_token_id", "eos_token_id"):
+        want = getattr(config, name, None)
+        got = getattr(tokenizer, name, None)
+        if want is not None and got != want:
+            raise InputError(f"{where}: tokenizer {name} is {got}, the model's is {want}: not this model's tokenizer")
 
 
 def write_meta(model_dir: str | os.PathLike, meta: ModelMeta) -> None:
@@ -59,18 +122,35 @@ def _local_only(name: str | os.PathLike) -> bool:
 
 
 def load_tokenizer(name: str | os.PathLike):
-    from transformers import AutoTokenizer
+    """The tokenizer of a model directory or hub id, checked against the model's config."""
+    from transformers import AutoConfig, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(name), local_files_only=_local_only(name))
+    check_model_dir(name)
+    local = _local_only(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name), local_files_only=local)
+        config = AutoConfig.from_pretrained(str(name), local_files_only=local)
+    except (OSError, ValueError) as e:
+        if not local:
+            raise
+        raise InputError(f"{name}: the tokenizer cannot be loaded ({type(e).__name__}: {str(e)[:300]})") from None
+    check_tokenizer_fits(tokenizer, config, str(name))
+    return tokenizer
 
 
 def load_model(name: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-    """A seq2seq model from a directory or hub id, in eval mode."""
+    """A seq2seq model from a directory or hub id, in eval mode. A local directory that is truncated or
+    corrupt is refused as InputError naming it (a hub download failure is left as it is)."""
     from transformers import AutoModelForSeq2SeqLM
 
-    model = AutoModelForSeq2SeqLM.from_pretrained(
-        str(name), local_files_only=_local_only(name), dtype=dtype or torch.float32
-    )
+    check_model_dir(name)
+    local = _local_only(name)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(name), local_files_only=local, dtype=dtype or torch.float32)
+    except Exception as e:  # noqa: BLE001  safetensors, torch and transformers each raise their own
+        if not local:
+            raise
+        raise InputError(f"{name}: the model cannot be loaded ({type(e).__name__}: {str(e)[:300]})") from None
     return model.to(device).eval()
 
 
@@ -129,7 +209,10 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec):
         vocab_size=spec.vocab_size,
         model_type="unigram",
         character_coverage=spec.character_coverage,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
         normalization_rule_name="identity",
         hard_vocab_limit=False,
         num_threads=1,  # deterministic
@@ -140,8 +223,9 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec):
     return T5Tokenizer(vocab=vocab, extra_ids=spec.extra_ids)
 
 
-def build_tiny_t5(spec_path: str | os.PathLike, texts: Iterable[str], out_dir: str | os.PathLike,
-                  meta: ModelMeta | None = None) -> Path:
+def build_tiny_t5(
+    spec_path: str | os.PathLike, texts: Iterable[str], out_dir: str | os.PathLike, meta: ModelMeta | None = None
+) -> Path:
     """Train the tokenizer on `texts`, initialise a T5 from the spec, save a HF model directory."""
     from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
@@ -150,14 +234,20 @@ def build_tiny_t5(spec_path: str | os.PathLike, texts: Iterable[str], out_dir: s
     spec = load_config(TinyModelSpec, spec_path)
     tokenizer = train_tokenizer(texts, spec.tokenizer)
     config = T5Config(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id, **spec.t5,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        **spec.t5,
     )
     torch.manual_seed(spec.seed)
     model = T5ForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, num_beams=4, max_new_tokens=64,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        num_beams=4,
+        max_new_tokens=64,
     )
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.building")

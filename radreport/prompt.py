@@ -4,6 +4,7 @@ Training, serving and evaluation all call `render`, and the model directory reco
 template it was trained with, so the three cannot drift apart. The reference trained on raw
 findings but prompted with an instruction at inference; we train with what we serve.
 """
+
 from __future__ import annotations
 
 TEMPLATES: dict[str, str] = {

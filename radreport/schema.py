@@ -8,6 +8,7 @@ Accepted files:
 Every problem is reported with the file, the line (JSON lists: the index) and the field. With
 `skip_bad=True` bad rows are dropped instead and counted by reason.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,6 +18,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from radreport.errors import InputError
 from radreport.io import atomic_write_text
 
 REQUIRED_TEXT = ("findings", "impression")
@@ -35,7 +37,7 @@ class Example:
         return asdict(self)
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file is unreadable or a row breaks the schema; the message names where."""
 
 
@@ -61,6 +63,8 @@ def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
     values = {}
     for name in FIELDS:
         value = row.get(name)
+        if isinstance(value, bool):  # JSON true/false is no text: `impression: false` must not train on "False"
+            raise DataError(f"{where}: field '{name}' must be a string, got {str(value).lower()}")
         if name in REQUIRED_TEXT or (require_ids and name == "study_id"):
             if value is None:
                 raise DataError(f"{where}: field '{name}' is missing")
@@ -125,11 +129,18 @@ def load_examples(path: str | Path, skip_bad: bool = False, report: LoadReport |
     text = _decode(path)
     report = report if report is not None else LoadReport(str(path))
     out: list[Example] = []
+    first_seen: dict[str, str] = {}  # study_id -> where it first appeared
     for where, row in _iter_rows(path, text):
         try:
             if isinstance(row, Exception):
                 raise row
-            out.append(_row_to_example(row, where, require_ids=path.suffix.lower() != ".csv"))
+            example = _row_to_example(row, where, require_ids=path.suffix.lower() != ".csv")
+            if example.study_id in first_seen:
+                raise DataError(
+                    f"{where}: duplicate study_id {example.study_id!r} (first at {first_seen[example.study_id]})"
+                )
+            first_seen[example.study_id] = where
+            out.append(example)
         except DataError as e:
             if not skip_bad:
                 raise

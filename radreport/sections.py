@@ -5,6 +5,7 @@ spellings vary between radiologists and years (IMPRESSION / IMPRESSIONS / CONCLU
 INDICATION / HISTORY / CLINICAL HISTORY / REASON FOR EXAM, ...); each is mapped to one canonical
 name. Open-i (Indiana) reports come as `ecgen-radiology` XML with `AbstractText Label=...`.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,15 +15,37 @@ from pathlib import Path
 # canonical name -> header spellings seen in real reports (upper case, without the colon)
 HEADER_VARIANTS: dict[str, tuple[str, ...]] = {
     "examination": ("EXAMINATION", "EXAM", "STUDY", "PROCEDURE", "TYPE OF EXAMINATION"),
-    "indication": ("INDICATION", "INDICATIONS", "HISTORY", "CLINICAL HISTORY", "CLINICAL INDICATION",
-                   "REASON FOR EXAM", "REASON FOR EXAMINATION", "CLINICAL INFORMATION"),
+    "indication": (
+        "INDICATION",
+        "INDICATIONS",
+        "HISTORY",
+        "CLINICAL HISTORY",
+        "CLINICAL INDICATION",
+        "REASON FOR EXAM",
+        "REASON FOR EXAMINATION",
+        "CLINICAL INFORMATION",
+    ),
     "technique": ("TECHNIQUE", "TECHNIQUES", "VIEWS"),
     "comparison": ("COMPARISON", "COMPARISONS", "PRIOR", "PRIOR STUDIES", "COMPARISON STUDY"),
-    "findings": ("FINDINGS", "FINDING", "REPORT", "PA AND LATERAL VIEWS OF THE CHEST",
-                 "PORTABLE VIEW OF THE CHEST", "SINGLE PORTABLE VIEW OF THE CHEST"),
-    "impression": ("IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS", "SUMMARY",
-                   "IMPRESSION AND RECOMMENDATIONS", "IMPRESSION AND RECOMMENDATION", "RECOMMENDATIONS",
-                   "RECOMMENDATION"),
+    "findings": (
+        "FINDINGS",
+        "FINDING",
+        "REPORT",
+        "PA AND LATERAL VIEWS OF THE CHEST",
+        "PORTABLE VIEW OF THE CHEST",
+        "SINGLE PORTABLE VIEW OF THE CHEST",
+    ),
+    "impression": (
+        "IMPRESSION",
+        "IMPRESSIONS",
+        "CONCLUSION",
+        "CONCLUSIONS",
+        "SUMMARY",
+        "IMPRESSION AND RECOMMENDATIONS",
+        "IMPRESSION AND RECOMMENDATION",
+        "RECOMMENDATIONS",
+        "RECOMMENDATION",
+    ),
     "findings_and_impression": ("FINDINGS AND IMPRESSION", "FINDINGS/IMPRESSION", "IMPRESSION AND FINDINGS"),
     "notification": ("NOTIFICATION", "COMMUNICATION"),
 }
@@ -44,7 +67,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
     """
     m = _FINAL_REPORT.search(text)
     if m:
-        text = text[m.end():]
+        text = text[m.end() :]
     sections: dict[str, str] = {}
     headers = [h for h in _HEADER.finditer(text)]
     start_of_first = headers[0].start() if headers else len(text)
@@ -55,7 +78,7 @@ def parse_report_sections(text: str) -> dict[str, str]:
         end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
         raw_name = re.sub(r"\s+", " ", h.group(1).strip())
         name = _CANONICAL.get(raw_name, raw_name.lower())
-        body = normalize_whitespace(text[h.end():end])
+        body = normalize_whitespace(text[h.end() : end])
         sections[name] = f"{sections[name]} {body}".strip() if name in sections else body
     return sections
 
@@ -67,8 +90,9 @@ def findings_and_impression(sections: dict[str, str]) -> tuple[str, str]:
 
 def background_of(sections: dict[str, str]) -> str:
     """Everything a radiologist reads besides findings: indication, technique, comparison."""
-    parts = [f"{name.upper()}: {sections[name]}" for name in ("indication", "technique", "comparison")
-             if sections.get(name)]
+    parts = [
+        f"{name.upper()}: {sections[name]}" for name in ("indication", "technique", "comparison") if sections.get(name)
+    ]
     return " ".join(parts)
 
 

@@ -2,6 +2,7 @@
 
 Lifespan loads the model, warms it up, then marks the app ready; on shutdown it drains the engine.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,10 +22,16 @@ from serve import errors
 from serve.config import ServeConfig
 from serve.engine import BatchingEngine
 from serve.errors import InputTooLong, InvalidField, NotReady, error_response
-from serve.metrics import Metrics
 from serve.schemas import (
-    Candidate, ErrorBody, ImpressionRequest, ImpressionResponse, InvocationsRequest, InvocationsResponse, Usage,
+    Candidate,
+    ErrorBody,
+    ImpressionRequest,
+    ImpressionResponse,
+    InvocationsRequest,
+    InvocationsResponse,
+    Usage,
 )
+from serve.telemetry import Metrics
 
 log = logging.getLogger("serve")
 OPEN_PATHS = {"/healthz", "/readyz", "/ping", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
@@ -64,12 +71,16 @@ class EdgeMiddleware:
                 body = b""
                 declared = headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.config.max_body_bytes:
-                    return await reply(error_response(413, "body_too_large", f"body over {self.config.max_body_bytes} bytes"))
+                    return await reply(
+                        error_response(413, "body_too_large", f"body over {self.config.max_body_bytes} bytes")
+                    )
                 while True:
                     message = await receive()
                     body += message.get("body", b"")
                     if len(body) > self.config.max_body_bytes:
-                        return await reply(error_response(413, "body_too_large", f"body over {self.config.max_body_bytes} bytes"))
+                        return await reply(
+                            error_response(413, "body_too_large", f"body over {self.config.max_body_bytes} bytes")
+                        )
                     if not message.get("more_body"):
                         break
                 size = len(body)
@@ -90,10 +101,14 @@ class EdgeMiddleware:
             return await self.app(scope, receive, send_wrapped)
         finally:
             seconds = time.perf_counter() - t0
-            route = path if path in {"/impression", "/invocations", "/ping", "/healthz", "/readyz", "/metrics"} else "other"
+            route = (
+                path if path in {"/impression", "/invocations", "/ping", "/healthz", "/readyz", "/metrics"} else "other"
+            )
             self.metrics.requests.labels(route, str(status[0])).inc()
             self.metrics.latency.labels(route).observe(seconds)
-            log.info("id=%s %s %s status=%d bytes=%d seconds=%.3f", rid, scope["method"], path, status[0], size, seconds)
+            log.info(
+                "id=%s %s %s status=%d bytes=%d seconds=%.3f", rid, scope["method"], path, status[0], size, seconds
+            )
 
 
 def create_app(model_dir: str, config: ServeConfig | None = None) -> FastAPI:
@@ -118,8 +133,12 @@ def create_app(model_dir: str, config: ServeConfig | None = None) -> FastAPI:
         app.state.ready = False
         await app.state.engine.drain(config.drain_timeout_s)
 
-    app = FastAPI(title="Radiology impression service", version="0.1.0", lifespan=lifespan,
-                  responses={k: {"model": ErrorBody} for k in (400, 401, 413, 422, 503, 504)})
+    app = FastAPI(
+        title="Radiology impression service",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses={k: {"model": ErrorBody} for k in (400, 401, 413, 422, 503, 504)},
+    )
     errors.install(app)
     app.add_middleware(EdgeMiddleware, config=config, metrics=metrics)
 
@@ -130,8 +149,11 @@ def create_app(model_dir: str, config: ServeConfig | None = None) -> FastAPI:
 
     def bounded(request: Request, field_values: dict):
         p = params_from_model(request.app.state.model, **field_values)
-        limits = {"num_beams": config.max_num_beams, "max_new_tokens": config.max_new_tokens_limit,
-                  "num_return_sequences": config.max_return_sequences}
+        limits = {
+            "num_beams": config.max_num_beams,
+            "max_new_tokens": config.max_new_tokens_limit,
+            "num_return_sequences": config.max_return_sequences,
+        }
         for k, limit in limits.items():
             if getattr(p, k) > limit:
                 raise InvalidField(f"{k}: must be <= {limit} on this server", k)
@@ -151,19 +173,36 @@ def create_app(model_dir: str, config: ServeConfig | None = None) -> FastAPI:
     @app.post("/impression", response_model=ImpressionResponse)
     async def impression(body: ImpressionRequest, request: Request) -> ImpressionResponse:
         eng = engine(request)
-        p = bounded(request, {"num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens,
-                              "num_return_sequences": body.num_return_sequences, "length_penalty": body.length_penalty})
+        p = bounded(
+            request,
+            {
+                "num_beams": body.num_beams,
+                "max_new_tokens": body.max_new_tokens,
+                "num_return_sequences": body.num_return_sequences,
+                "length_penalty": body.length_penalty,
+            },
+        )
         check_length(request, body.findings, body.background or "")
         g = await eng.submit(body.findings, body.background or "", p, request.state.request_id)
-        return ImpressionResponse(impression=g.candidates[0][0], candidates=[Candidate(text=t, score=s) for t, s in g.candidates],
-                                  model=model_name, usage=Usage(input_tokens=g.input_tokens, output_tokens=g.output_tokens),
-                                  truncated=g.truncated)
+        return ImpressionResponse(
+            impression=g.candidates[0][0],
+            candidates=[Candidate(text=t, score=s) for t, s in g.candidates],
+            model=model_name,
+            usage=Usage(input_tokens=g.input_tokens, output_tokens=g.output_tokens),
+            truncated=g.truncated,
+        )
 
     @app.post("/invocations", response_model=InvocationsResponse)
     async def invocations(body: InvocationsRequest, request: Request) -> InvocationsResponse:
         eng = engine(request)
-        p = bounded(request, {"num_beams": body.num_beams, "max_new_tokens": body.max_length,
-                              "num_return_sequences": body.num_return_sequences})
+        p = bounded(
+            request,
+            {
+                "num_beams": body.num_beams,
+                "max_new_tokens": body.max_length,
+                "num_return_sequences": body.num_return_sequences,
+            },
+        )
         items = [body.text_inputs] if isinstance(body.text_inputs, str) else body.text_inputs
         findings = [findings_from_prompt(t) for t in items]
         for f in findings:

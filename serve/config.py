@@ -1,4 +1,5 @@
 """Serving config: configs/serve/*.yaml checked into this dataclass."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,18 @@ class ServeConfig:
     drain_timeout_s: float = 30.0
 
     def check(self) -> list[str]:
-        errors = [f"{k}: must be >= 1" for k in ("max_batch_size", "max_queue", "max_body_bytes", "max_num_beams",
-                                                  "max_new_tokens_limit", "max_return_sequences") if getattr(self, k) < 1]
+        errors = [
+            f"{k}: must be >= 1"
+            for k in (
+                "max_batch_size",
+                "max_queue",
+                "max_body_bytes",
+                "max_num_beams",
+                "max_new_tokens_limit",
+                "max_return_sequences",
+            )
+            if getattr(self, k) < 1
+        ]
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0:
             errors.append("max_wait_ms / request_timeout_s: must be positive")
         return errors

@@ -6,6 +6,7 @@ worker thread, so the event loop keeps accepting requests. Different parameters 
 batch. A failing batch fails only its own requests. Requests past their deadline are dropped before
 they cost any compute.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,8 +50,9 @@ class BatchingEngine:
         if len(self.pending) >= self.config.max_queue:
             raise QueueFull("queue is full, retry later")
         loop = asyncio.get_running_loop()
-        job = Job(findings, background, params, loop.time() + self.config.request_timeout_s, request_id,
-                  loop.create_future())
+        job = Job(
+            findings, background, params, loop.time() + self.config.request_timeout_s, request_id, loop.create_future()
+        )
         self.pending.append(job)
         self.metrics.queue_depth.set(len(self.pending))
         self.wakeup.set()
@@ -100,10 +102,19 @@ class BatchingEngine:
             t0 = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
-                    self.executor, generate, self.model, self.tokenizer, self.meta, [j.findings for j in batch],
-                    batch[0].params, [j.background for j in batch])
+                    self.executor,
+                    generate,
+                    self.model,
+                    self.tokenizer,
+                    self.meta,
+                    [j.findings for j in batch],
+                    batch[0].params,
+                    [j.background for j in batch],
+                )
             except Exception as e:  # noqa: BLE001  one failing batch fails only its own requests
-                log.error("batch of %d failed: %s (ids %s)", len(batch), type(e).__name__, [j.request_id for j in batch])
+                log.error(
+                    "batch of %d failed: %s (ids %s)", len(batch), type(e).__name__, [j.request_id for j in batch]
+                )
                 for j in batch:
                     if not j.future.done():
                         j.future.set_exception(BatchFailed("generation failed for this batch"))
@@ -111,9 +122,14 @@ class BatchingEngine:
             finally:
                 self.busy = False
             self.metrics.batch_size.observe(len(batch))
-            log.info("batch size=%d beams=%d seconds=%.3f ids=%s", len(batch), batch[0].params.num_beams,
-                     time.perf_counter() - t0, ",".join(j.request_id for j in batch))
-            for j, r in zip(batch, results):
+            log.info(
+                "batch size=%d beams=%d seconds=%.3f ids=%s",
+                len(batch),
+                batch[0].params.num_beams,
+                time.perf_counter() - t0,
+                ",".join(j.request_id for j in batch),
+            )
+            for j, r in zip(batch, results, strict=True):
                 self.metrics.input_tokens.inc(r.input_tokens)
                 self.metrics.output_tokens.inc(r.output_tokens)
                 if not j.future.done():

@@ -2,6 +2,7 @@
 
 Exception text from the model or the runtime never reaches a client: it may quote patient findings.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Request and response schemas, with bounds at the edge."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -8,7 +9,9 @@ class ImpressionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     findings: str = Field(min_length=1, max_length=20000, description="The FINDINGS section of a chest X-ray report.")
-    background: str | None = Field(default=None, max_length=5000, description="Indication/comparison, if the model uses it.")
+    background: str | None = Field(
+        default=None, max_length=5000, description="Indication/comparison, if the model uses it."
+    )
     num_beams: int | None = Field(default=None, ge=1, le=64)
     max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
     num_return_sequences: int | None = Field(default=None, ge=1, le=64)

@@ -1,4 +1,5 @@
 """Shared fixtures: paths of the bundled sample and of ../shared/data when present."""
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,23 @@ def trained_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     data = out / "train.json"
     write_examples(data, load_examples(SAMPLE / "train.json")[:600])
-    r = subprocess.run([sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir",
-                        str(out / "run"), f"data.train={data}", "epochs=1", "eval.rouge_samples=8"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "--config",
+            "configs/train/tiny-cpu.yaml",
+            "--output-dir",
+            str(out / "run"),
+            f"data.train={data}",
+            "epochs=1",
+            "eval.rouge_samples=8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "run" / "model"

@@ -8,6 +8,7 @@ The export gathers the ZeRO-3 shards into one state dict (DeepSpeed's
 stage3_gather_16bit_weights_on_model_save; weights keep the training dtype), writes a normal Hugging
 Face directory, reloads it on CPU and compares every tensor before it replaces the last good export.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from radreport.generation import GenerationParams
 from radreport.io import atomic_write_json, replace_dir
 from radreport.modeling import ModelMeta, write_meta
 
@@ -38,7 +40,7 @@ class TrainerState:
     history: list = field(default_factory=list)
 
     @classmethod
-    def read(cls, ckpt: Path) -> "TrainerState":
+    def read(cls, ckpt: Path) -> TrainerState:
         return cls(**json.loads((ckpt / STATE_FILE).read_text()))
 
 
@@ -82,7 +84,7 @@ def _rotate(output_dir: Path, keep_last: int, protect: str) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def export_model(accelerator, model, tokenizer, out_dir: Path, meta: ModelMeta, generation: dict) -> Path:
+def export_model(accelerator, model, tokenizer, out_dir: Path, meta: ModelMeta, generation: GenerationParams) -> Path:
     """Collective gather of the full weights, then the main process writes, verifies and swaps in."""
     state_dict = accelerator.get_state_dict(model)  # every rank must call this under ZeRO-3
     if accelerator.is_main_process:
@@ -92,8 +94,7 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, meta: ModelMeta, 
             shutil.rmtree(tmp)
         unwrapped.config.use_cache = True
         gen_cfg = unwrapped.generation_config
-        for k, v in generation.items():
-            setattr(gen_cfg, k, v)
+        generation.write_into(gen_cfg)
         gen_cfg.decoder_start_token_id = unwrapped.config.decoder_start_token_id
         gen_cfg.eos_token_id = tokenizer.eos_token_id
         gen_cfg.pad_token_id = tokenizer.pad_token_id

@@ -3,6 +3,7 @@
 Batch arithmetic: examples per optimizer step = batch.per_device x batch.gradient_accumulation_steps
 x number of processes (8 on a p3.16xlarge, 16 on two).
 """
+
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from radreport.config import ConfigError, load_config
+from radreport.generation import GenerationParams
 from radreport.prompt import TEMPLATES
 
 
@@ -20,7 +22,8 @@ class ModelConfig:
     name: str = ""
     """Hub id (e.g. google/flan-t5-xl) or a local model directory."""
     tiny_spec: str = ""
-    """Instead of `name`: a tiny-T5 spec (configs/model/tiny-t5.yaml) built at start, tokenizer learnt from train data."""
+    """Instead of `name`: a tiny-T5 spec (configs/model/tiny-t5.yaml) built at start; its tokenizer is learnt from
+    the training data."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, about a third more compute."""
 
@@ -77,8 +80,17 @@ class BatchConfig:
     eval_per_device: int = 16
 
     def check(self) -> list[str]:
-        bad = [k for k in ("per_device", "gradient_accumulation_steps", "group_size", "pad_to_multiple_of",
-                           "eval_per_device") if getattr(self, k) < 1]
+        bad = [
+            k
+            for k in (
+                "per_device",
+                "gradient_accumulation_steps",
+                "group_size",
+                "pad_to_multiple_of",
+                "eval_per_device",
+            )
+            if getattr(self, k) < 1
+        ]
         return [f"{k}: must be >= 1" for k in bad]
 
 
@@ -125,17 +137,6 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    """Written to the exported model's generation_config.json: what serving and eval use by default."""
-
-    num_beams: int = 4
-    max_new_tokens: int = 128
-    length_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    early_stopping: bool = True
-
-
-@dataclass(frozen=True)
 class PrecisionConfig:
     fp16_overflow_guard: bool = False
     """Required to train T5 with a DeepSpeed fp16 config: checks every feed-forward output and the loss for
@@ -150,7 +151,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: GenerationParams = field(default_factory=GenerationParams)
+    """Decoding defaults written into the exported model's generation_config.json."""
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     epochs: int = 3
     max_steps: int = 0

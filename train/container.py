@@ -9,6 +9,7 @@ where it stopped), the exported model to /opt/ml/model, and on failure the reaso
 /opt/ml/output/failure with a non-zero exit. OPT_ML_ROOT moves /opt/ml (tests); this edge is the only
 place that reads environment variables.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,14 @@ class ContainerError(RuntimeError):
 
 
 def sm_paths(root: Path) -> dict[str, Path]:
-    return {"hyperparameters": root / "input/config/hyperparameters.json",
-            "resources": root / "input/config/resourceconfig.json", "data": root / "input/data",
-            "model": root / "model", "checkpoints": root / "checkpoints", "failure": root / "output/failure"}
+    return {
+        "hyperparameters": root / "input/config/hyperparameters.json",
+        "resources": root / "input/config/resourceconfig.json",
+        "data": root / "input/data",
+        "model": root / "model",
+        "checkpoints": root / "checkpoints",
+        "failure": root / "output/failure",
+    }
 
 
 def channel_file(data_dir: Path, channel: str, env: dict | None = None) -> Path | None:
@@ -55,8 +61,9 @@ def channel_file(data_dir: Path, channel: str, env: dict | None = None) -> Path 
         return None
     files = sorted(p for p in d.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
     if len(files) != 1:
-        raise ContainerError(f"channel '{channel}' ({d}): expected one {'/'.join(DATA_SUFFIXES)} file, found "
-                             f"{[p.name for p in files]}")
+        raise ContainerError(
+            f"channel '{channel}' ({d}): expected one {'/'.join(DATA_SUFFIXES)} file, found {[p.name for p in files]}"
+        )
     return files[0]
 
 
@@ -113,9 +120,23 @@ def build_command(root: Path, gpus: int, env: dict | None = None) -> tuple[list[
     else:
         default_acc = "configs/accelerate/multi-node.yaml" if gpus else "configs/accelerate/cpu-multi-node.yaml"
     acc = ROOT / hp.get("accelerate_config", default_acc)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc),
-           "--num_processes", str(per_node * nodes), "--num_machines", str(nodes), "--machine_rank", str(rank),
-           "--main_process_ip", hosts[0], "--main_process_port", hp.get("main_process_port", "29500")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(acc),
+        "--num_processes",
+        str(per_node * nodes),
+        "--num_machines",
+        str(nodes),
+        "--machine_rank",
+        str(rank),
+        "--main_process_ip",
+        hosts[0],
+        "--main_process_port",
+        hp.get("main_process_port", "29500"),
+    ]
     if nodes > 1:
         cmd += ["--deepspeed_multinode_launcher", "standard"]
     cmd += ["-m", "train", "--config", str(config), "--output-dir", str(paths["checkpoints"]), *overrides]

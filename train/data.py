@@ -4,6 +4,7 @@ Radiology findings are short (Indiana dev2: 34 words mean) while the reference p
 to the maximum length, so most of its compute went to padding. Here a batch is padded only to its
 own longest member, and batches are built from examples of similar length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,12 +26,14 @@ class Seq2SeqRows(Dataset):
         self.examples = examples
         sources = [render(e.findings, template, e.background) for e in examples]
         enc = tokenizer(sources, max_length=max_source, truncation=True)["input_ids"]
-        dec = tokenizer(text_target=[e.impression for e in examples], max_length=max_target, truncation=True)["input_ids"]
+        dec = tokenizer(text_target=[e.impression for e in examples], max_length=max_target, truncation=True)[
+            "input_ids"
+        ]
         self.input_ids, self.labels = enc, dec
         # Sort key for grouping. Each side is padded on its own, so neighbours must agree on both lengths,
         # not on their sum: target length in buckets of 8 first, then source length (measured on the sample:
         # 91% non-padding vs 84% for source-then-target; bench/train_throughput.py).
-        self.length_keys = np.array([(len(b) // 8) * 4096 + len(a) for a, b in zip(enc, dec)])
+        self.length_keys = np.array([(len(b) // 8) * 4096 + len(a) for a, b in zip(enc, dec, strict=True)])
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -50,12 +53,19 @@ class BatchOrder:
     The epoch is set with `for_epoch`, not `set_epoch`, so accelerate's own calls cannot change it.
     """
 
-    def __init__(self, lengths: np.ndarray, per_device: int, replicas: int, seed: int,
-                 mode: str = "length_grouped", group_size: int = 64):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        per_device: int,
+        replicas: int,
+        seed: int,
+        mode: str = "length_grouped",
+        group_size: int = 64,
+    ):
         self.lengths, self.per_device, self.replicas = lengths, per_device, replicas
         self.seed, self.mode, self.group_size, self.epoch = seed, mode, group_size, 0
 
-    def for_epoch(self, epoch: int) -> "BatchOrder":
+    def for_epoch(self, epoch: int) -> BatchOrder:
         self.epoch = epoch
         return self
 
@@ -63,16 +73,16 @@ class BatchOrder:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths))
         if self.mode != "length_grouped":
-            return [order[i:i + self.per_device].tolist() for i in range(0, len(order), self.per_device)]
+            return [order[i : i + self.per_device].tolist() for i in range(0, len(order), self.per_device)]
         step = self.per_device * self.replicas
         window = step * self.group_size
         steps = []
         for w in range(0, len(order), window):
-            chunk = order[w:w + window]
+            chunk = order[w : w + window]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            steps += [chunk[s:s + step] for s in range(0, len(chunk), step)]
+            steps += [chunk[s : s + step] for s in range(0, len(chunk), step)]
         rng.shuffle(steps)
-        return [s[i:i + self.per_device].tolist() for s in steps for i in range(0, len(s), self.per_device)]
+        return [s[i : i + self.per_device].tolist() for s in steps for i in range(0, len(s), self.per_device)]
 
     def __iter__(self):
         return iter(self.batches())
@@ -106,11 +116,11 @@ class Collator:
         longest = -(-longest // m) * m if not fixed else longest
         out = torch.full((len(seqs), longest), value, dtype=torch.long)
         for i, s in enumerate(seqs):
-            out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         return out
 
     def __call__(self, items):
-        rows, sources, targets = zip(*items)
+        rows, sources, targets = zip(*items, strict=True)
         input_ids = self._pad(sources, self.pad_id, self.fixed_source)
         return {
             "row": torch.tensor(rows, dtype=torch.long),

@@ -5,6 +5,7 @@ for that reason, but DeepSpeed's fp16 engine casts every weight, so nothing prot
 guard on, every `wo` output is checked each forward; the first non-finite one stops the run naming
 the layer. A run that finishes under the guard has produced no inf/NaN activation in those layers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,9 @@ def install_overflow_guard(model: torch.nn.Module) -> int:
 def _make_hook(name: str):
     def hook(module, inputs, output):
         if not torch.isfinite(output).all():
-            raise ActivationOverflow(f"non-finite activation in {name} (dtype {output.dtype}): fp16 overflow; "
-                                     "use fp32 or bf16 for this model")
+            raise ActivationOverflow(
+                f"non-finite activation in {name} (dtype {output.dtype}): fp16 overflow; "
+                "use fp32 or bf16 for this model"
+            )
+
     return hook

@@ -1,4 +1,5 @@
 """The training loop: prepare, accumulate, backward, gather. Read top to bottom in `train`."""
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,19 @@ from accelerate.utils import DummyOptim, DummyScheduler, InitProcessGroupKwargs,
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from eval.metrics import Rouge, mean_scores
+from eval.rouge import Rouge, mean_scores
 from radreport.build_tiny import tokenizer_corpus
 from radreport.config import to_dict
 from radreport.io import atomic_write_json
 from radreport.modeling import ModelMeta, build_tiny_t5, load_tokenizer
 from radreport.schema import LoadReport, load_examples
 from train.checkpoint import (
-    TrainerState, complete_checkpoints, epoch_name, export_model, save_checkpoint, step_name,
+    TrainerState,
+    complete_checkpoints,
+    epoch_name,
+    export_model,
+    save_checkpoint,
+    step_name,
 )
 from train.config import TrainConfig
 from train.data import IGNORE_INDEX, BatchOrder, Collator, Seq2SeqRows
@@ -53,8 +59,11 @@ class RunLog:
     def log(self, values: dict) -> None:
         if not self.accelerator.is_main_process:
             return
-        tqdm.write("{" + ", ".join(f"'{k}': {v:.6g}" if isinstance(v, float) else f"'{k}': {v}"
-                                   for k, v in values.items()) + "}")
+        tqdm.write(
+            "{"
+            + ", ".join(f"'{k}': {v:.6g}" if isinstance(v, float) else f"'{k}': {v}" for k, v in values.items())
+            + "}"
+        )
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(values) + "\n")
 
@@ -63,8 +72,11 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On CPU, accelerate counts a multi-process DeepSpeed run as one process unless gloo is named.
     # A plain `python -m train` (no launcher, no WORLD_SIZE) has no process group to configure.
     launched = "WORLD_SIZE" in os.environ
-    handlers = ([InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
-                if launched and not torch.cuda.is_available() else [])
+    handlers = (
+        [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
+        if launched and not torch.cuda.is_available()
+        else []
+    )
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
@@ -117,6 +129,7 @@ def lr_lambda(cfg: TrainConfig, total_steps: int, warmup: int):
         if cfg.optim.schedule == "linear":
             return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
         return 1.0
+
     return f
 
 
@@ -141,9 +154,13 @@ def evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg: TrainConfig) 
         with torch.no_grad():
             for batch in rouge_dl:
                 # ZeRO-3: every rank must join every forward of generate, or the gather of parameters hangs.
-                gen = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                         num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens,
-                                         synced_gpus=accelerator.num_processes > 1)
+                gen = unwrapped.generate(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    num_beams=cfg.eval.num_beams,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                    synced_gpus=accelerator.num_processes > 1,
+                )
                 gen = accelerator.pad_across_processes(gen, dim=1, pad_index=tokenizer.pad_token_id)
                 labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE_INDEX)
                 gen, labels = accelerator.gather_for_metrics((gen, labels))
@@ -176,30 +193,50 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    log.info(f"model {source}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-             f"(shown per rank under ZeRO-3), {accelerator.num_processes} processes, "
-             f"{'DeepSpeed ZeRO-' + str(ds_cfg.get('zero_optimization', {}).get('stage')) if deepspeed else 'no DeepSpeed'}")
+    log.info(
+        f"model {source}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+        f"(shown per rank under ZeRO-3), {accelerator.num_processes} processes, "
+        f"{'DeepSpeed ZeRO-' + str(ds_cfg.get('zero_optimization', {}).get('stage')) if deepspeed else 'no DeepSpeed'}"
+    )
 
     args = (tokenizer, cfg.data.prompt_template, cfg.data.max_source_tokens, cfg.data.max_target_tokens)
     train_ds, val_ds = Seq2SeqRows(train_rows, *args), Seq2SeqRows(val_rows, *args)
     fixed = cfg.batch.batching == "max_length"
-    collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of,
-                       cfg.data.max_source_tokens if fixed else 0, cfg.data.max_target_tokens if fixed else 0)
+    collate = Collator(
+        tokenizer.pad_token_id,
+        cfg.batch.pad_to_multiple_of,
+        cfg.data.max_source_tokens if fixed else 0,
+        cfg.data.max_target_tokens if fixed else 0,
+    )
     eval_collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of)
-    order = BatchOrder(train_ds.length_keys, cfg.batch.per_device, accelerator.num_processes, cfg.seed,
-                       cfg.batch.batching, cfg.batch.group_size)
+    order = BatchOrder(
+        train_ds.length_keys,
+        cfg.batch.per_device,
+        accelerator.num_processes,
+        cfg.seed,
+        cfg.batch.batching,
+        cfg.batch.group_size,
+    )
     # Each loader has its own generator: making an iterator draws a seed from it, and drawing from the
     # global RNG instead would shift every dropout mask after a resume.
     loader_rng = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
     train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate, generator=loader_rng())
     val_sorted = np.argsort(val_ds.length_keys, kind="stable").tolist()  # similar lengths per eval batch
-    val_dl = DataLoader(Subset(val_ds, val_sorted), batch_size=cfg.batch.eval_per_device, collate_fn=eval_collate,
-                        generator=loader_rng())
+    val_dl = DataLoader(
+        Subset(val_ds, val_sorted),
+        batch_size=cfg.batch.eval_per_device,
+        collate_fn=eval_collate,
+        generator=loader_rng(),
+    )
     rouge_dl = None
     if cfg.eval.rouge_samples:
-        pick = np.random.default_rng(cfg.seed).permutation(len(val_ds))[:cfg.eval.rouge_samples]
-        rouge_dl = DataLoader(Subset(val_ds, sorted(pick.tolist())), batch_size=cfg.batch.eval_per_device,
-                              collate_fn=eval_collate, generator=loader_rng())
+        pick = np.random.default_rng(cfg.seed).permutation(len(val_ds))[: cfg.eval.rouge_samples]
+        rouge_dl = DataLoader(
+            Subset(val_ds, sorted(pick.tolist())),
+            batch_size=cfg.batch.eval_per_device,
+            collate_fn=eval_collate,
+            generator=loader_rng(),
+        )
 
     # ---- optimizer and schedule (one scheduler step per optimizer step)
     micro_per_epoch = math.ceil(len(order) / accelerator.num_processes)
@@ -211,8 +248,13 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
         optimizer = DummyOptim(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         scheduler = DummyScheduler(optimizer, total_num_steps=total_steps, warmup_num_steps=warmup)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                      eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=cfg.optim.lr,
+            betas=tuple(cfg.optim.betas),
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, warmup))
     if deepspeed:  # our config is the one source of these numbers; the JSON says "auto"
         if ds_cfg.get("gradient_clipping", "auto") == "auto":
@@ -220,7 +262,9 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
         if ds_cfg.get("train_micro_batch_size_per_gpu", "auto") == "auto":
             ds_cfg["train_micro_batch_size_per_gpu"] = cfg.batch.per_device
     if ds_owns_optimizer:
-        model, optimizer, train_dl, val_dl, scheduler = accelerator.prepare(model, optimizer, train_dl, val_dl, scheduler)
+        model, optimizer, train_dl, val_dl, scheduler = accelerator.prepare(
+            model, optimizer, train_dl, val_dl, scheduler
+        )
     else:
         model, optimizer, train_dl, val_dl = accelerator.prepare(model, optimizer, train_dl, val_dl)
     if rouge_dl is not None:
@@ -236,18 +280,28 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     if resume and done:
         accelerator.load_state(str(done[-1]))
         state = TrainerState.read(done[-1])
-        log.info(f"resumed from {done[-1].name}: step {state.global_step}, epoch {state.epoch}, "
-                 f"{state.batches_done} batches into it")
+        log.info(
+            f"resumed from {done[-1].name}: step {state.global_step}, epoch {state.epoch}, "
+            f"{state.batches_done} batches into it"
+        )
     if not ds_owns_optimizer:
         for _ in range(state.global_step):
             scheduler.step()
 
-    log.info(f"{len(train_ds)} train / {len(val_ds)} validation rows; {steps_per_epoch} optimizer steps per epoch, "
-             f"{total_steps} in all; {cfg.batch.per_device} x {cfg.batch.gradient_accumulation_steps} x "
-             f"{accelerator.num_processes} = {cfg.batch.per_device * cfg.batch.gradient_accumulation_steps * accelerator.num_processes} "
-             f"examples per step; batching: {cfg.batch.batching}")
-    bar = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
-               desc="train", dynamic_ncols=True)
+    log.info(
+        f"{len(train_ds)} train / {len(val_ds)} validation rows; {steps_per_epoch} optimizer steps per epoch, "
+        f"{total_steps} in all; {cfg.batch.per_device} x {cfg.batch.gradient_accumulation_steps} x "
+        f"{accelerator.num_processes} = "
+        f"{cfg.batch.per_device * cfg.batch.gradient_accumulation_steps * accelerator.num_processes} "
+        f"examples per step; batching: {cfg.batch.batching}"
+    )
+    bar = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="train",
+        dynamic_ncols=True,
+    )
     model.train()
     loss_sum, loss_n, t0 = torch.zeros((), device=accelerator.device), 0, time.time()
     finished = state.global_step >= total_steps
@@ -280,16 +334,27 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                 bar.update(1)
                 if state.global_step % cfg.log_every_steps == 0:
                     mean_loss = float(accelerator.reduce(loss_sum, "mean")) / loss_n
-                    log.log({"loss": mean_loss, "learning_rate": float(optimizer.param_groups[0]["lr"]),
-                             "epoch": round(epoch + state.batches_done / micro_per_epoch, 4),
-                             "step": state.global_step, "examples_per_s": round(
-                                 loss_n * cfg.batch.per_device * accelerator.num_processes / (time.time() - t0), 2)})
+                    log.log(
+                        {
+                            "loss": mean_loss,
+                            "learning_rate": float(optimizer.param_groups[0]["lr"]),
+                            "epoch": round(epoch + state.batches_done / micro_per_epoch, 4),
+                            "step": state.global_step,
+                            "examples_per_s": round(
+                                loss_n * cfg.batch.per_device * accelerator.num_processes / (time.time() - t0), 2
+                            ),
+                        }
+                    )
                     loss_sum.zero_()
                     loss_n, t0 = 0, time.time()
                 if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
-                    save_checkpoint(accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last)
+                    save_checkpoint(
+                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
+                    )
                 if cfg.interrupt_after_steps and state.global_step == cfg.interrupt_after_steps:
-                    save_checkpoint(accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last)
+                    save_checkpoint(
+                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
+                    )
                     raise Interrupted(f"interrupted on purpose after step {state.global_step} (interrupt_after_steps)")
                 if state.global_step >= total_steps:
                     finished = True
@@ -303,8 +368,10 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
             key = cfg.eval.metric_for_best
             value = metrics.get(f"eval_{key}" if key != "eval_loss" else key)
             lower_is_better = key == "eval_loss"
-            if value is not None and (state.best_metric is None or
-                                      (value < state.best_metric if lower_is_better else value > state.best_metric)):
+            if value is not None and (
+                state.best_metric is None
+                or (value < state.best_metric if lower_is_better else value > state.best_metric)
+            ):
                 state.best_metric, state.best_epoch, state.best_checkpoint = value, epoch + 1, epoch_name(epoch + 1)
             save_checkpoint(accelerator, output_dir, state, epoch_name(epoch + 1), cfg.checkpoint.keep_last)
     finally:
@@ -313,13 +380,23 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     # ---- export the best epoch, once
     best = output_dir / "checkpoints" / state.best_checkpoint
     if state.best_checkpoint and state.best_epoch != state.epoch and best.is_dir():
-        log.info(f"loading the best epoch ({state.best_epoch}, {cfg.eval.metric_for_best}={state.best_metric:.4f}) for export")
+        log.info(
+            f"loading the best epoch ({state.best_epoch}, {cfg.eval.metric_for_best}={state.best_metric:.4f}) "
+            "for export"
+        )
         accelerator.load_state(str(best))
-    meta = ModelMeta(cfg.data.prompt_template, cfg.data.max_source_tokens, cfg.data.max_target_tokens,
-                     trained_by=f"python -m train (epoch {state.best_epoch or state.epoch} of {cfg.epochs}, step {state.global_step})")
-    export_model(accelerator, model, tokenizer, output_dir / "model", meta, to_dict(cfg.generation))
-    log.info(f"exported {output_dir / 'model'} (best epoch {state.best_epoch}, {cfg.eval.metric_for_best}="
-             f"{state.best_metric if state.best_metric is not None else float('nan'):.4f})")
+    meta = ModelMeta(
+        cfg.data.prompt_template,
+        cfg.data.max_source_tokens,
+        cfg.data.max_target_tokens,
+        trained_by=f"python -m train (epoch {state.best_epoch or state.epoch} of {cfg.epochs}, "
+        f"step {state.global_step})",
+    )
+    export_model(accelerator, model, tokenizer, output_dir / "model", meta, cfg.generation)
+    log.info(
+        f"exported {output_dir / 'model'} (best epoch {state.best_epoch}, {cfg.eval.metric_for_best}="
+        f"{state.best_metric if state.best_metric is not None else float('nan'):.4f})"
+    )
     accelerator.end_training()
     return 0
 
@@ -331,6 +408,8 @@ def check_finite(accelerator, loss, rows, train_rows, state: TrainerState, epoch
         return
     studies = [train_rows[int(i)].study_id for i in rows] if not torch.isfinite(loss) else []
     where = f"this rank's batch: study_ids {studies}" if studies else "on another rank"
-    raise NonFiniteLoss(f"non-finite loss at optimizer step {state.global_step + 1} (epoch {epoch + 1}, "
-                        f"micro-batch {state.batches_done + 1}); {where}. Stopped before the update; the last good "
-                        f"checkpoint is untouched.")
+    raise NonFiniteLoss(
+        f"non-finite loss at optimizer step {state.global_step + 1} (epoch {epoch + 1}, "
+        f"micro-batch {state.batches_done + 1}); {where}. Stopped before the update; the last good "
+        f"checkpoint is untouched."
+    )

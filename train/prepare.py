@@ -1,14 +1,15 @@
 """Turn raw report collections into MEDIQA-form data files.
 
-  python -m train.prepare mimic --zip mimic-cxr-reports.zip --split mimic_split_train_dev.csv --out DIR
-      one `{split}.json` per split named in the CSV (MEDIQA 2021: train.json 91,544, dev.json 2,000),
-      rows in CSV order, as the MEDIQA `make_mimic_data.py` builds them.
-  python -m train.prepare openi --xml-dir DIR --out FILE
-      Open-i `ecgen-radiology` XML -> rows with both findings and impression; XXXX -> ____.
-  python -m train.prepare split --data FILE --val-fraction 0.05 --seed 0 --out DIR
-      train.json + val.json, every findings text on one side only (templates repeat in radiology,
-      and a text on both sides would leak the answer into validation).
+python -m train.prepare mimic --zip mimic-cxr-reports.zip --split mimic_split_train_dev.csv --out DIR
+    one `{split}.json` per split named in the CSV (MEDIQA 2021: train.json 91,544, dev.json 2,000),
+    rows in CSV order, as the MEDIQA `make_mimic_data.py` builds them.
+python -m train.prepare openi --xml-dir DIR --out FILE
+    Open-i `ecgen-radiology` XML -> rows with both findings and impression; XXXX -> ____.
+python -m train.prepare split --data FILE --val-fraction 0.05 --seed 0 --out DIR
+    train.json + val.json, every findings text on one side only (templates repeat in radiology,
+    and a text on both sides would leak the answer into validation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from radreport.cli import run
 from radreport.schema import DataError, Example, load_examples, write_examples
 from radreport.sections import background_of, findings_and_impression, parse_openi_xml, parse_report_sections
 
@@ -151,23 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--skip-bad", action="store_true")
     args = p.parse_args(argv)
-    try:
-        if args.cmd == "mimic":
-            counts = prepare_mimic(args.zip, args.split, args.out, args.skip_bad)
-        elif args.cmd == "openi":
-            counts = prepare_openi(args.xml_dir, args.out)
-        else:
-            train, val = split_holdout(load_examples(args.data, skip_bad=args.skip_bad), args.val_fraction, args.seed)
-            write_examples(args.out / "train.json", train)
-            write_examples(args.out / "val.json", val)
-            counts = {"train": len(train), "val": len(val)}
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.cmd == "mimic":
+        counts = prepare_mimic(args.zip, args.split, args.out, args.skip_bad)
+    elif args.cmd == "openi":
+        counts = prepare_openi(args.xml_dir, args.out)
+    else:
+        train, val = split_holdout(load_examples(args.data, skip_bad=args.skip_bad), args.val_fraction, args.seed)
+        write_examples(args.out / "train.json", train)
+        write_examples(args.out / "val.json", val)
+        counts = {"train": len(train), "val": len(val)}
     for k, v in counts.items():
         print(f"{k}: {v}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

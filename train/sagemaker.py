@@ -7,13 +7,15 @@
 `--dry-run` prints the request (image, role, channels, checkpoint S3 URI, metric definitions) and
 needs no AWS credentials. A real submission needs the optional extra: pip install '.[sagemaker]'.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from radreport.config import ConfigError, parse_overrides
+from radreport.cli import run
+from radreport.config import parse_overrides
 from train.config import TrainConfig
 
 # The log lines train/loop.py prints; the same regexes as the reference's JumpStart job.
@@ -32,11 +34,20 @@ def build_request(a) -> dict:
     load_config(TrainConfig, a.config, a.overrides + ["data.train=data/sample/train.json"])  # keys exist, values valid
     channels = {"train": a.train, **({"validation": a.validation} if a.validation else {})}
     request = {
-        "image_uri": a.image, "role": a.role, "instance_type": a.instance_type, "instance_count": a.instance_count,
-        "hyperparameters": hp, "inputs": channels, "output_path": a.output,
+        "image_uri": a.image,
+        "role": a.role,
+        "instance_type": a.instance_type,
+        "instance_count": a.instance_count,
+        "hyperparameters": hp,
+        "inputs": channels,
+        "output_path": a.output,
         "checkpoint_s3_uri": f"{a.output.rstrip('/')}/checkpoints/{a.job_name}",
-        "checkpoint_local_path": "/opt/ml/checkpoints", "metric_definitions": METRIC_DEFINITIONS,
-        "use_spot_instances": a.spot, "max_run": a.max_run, "volume_size": 200, "base_job_name": a.job_name,
+        "checkpoint_local_path": "/opt/ml/checkpoints",
+        "metric_definitions": METRIC_DEFINITIONS,
+        "use_spot_instances": a.spot,
+        "max_run": a.max_run,
+        "volume_size": 200,
+        "base_job_name": a.job_name,
     }
     if a.spot:
         request["max_wait"] = a.max_run * 2
@@ -69,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
-    try:
-        request = build_request(a)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    request = build_request(a)
     if a.dry_run:
         print(json.dumps(request, indent=2))
         return 0
@@ -83,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the SageMaker SDK is not installed: pip install '.[sagemaker]'", file=sys.stderr)
         return 2
     inputs = request.pop("inputs")
-    estimator = Estimator(**{k: v for k, v in request.items() if k not in ("use_spot_instances",)},
-                          use_spot_instances=request["use_spot_instances"])
+    estimator = Estimator(
+        **{k: v for k, v in request.items() if k not in ("use_spot_instances",)},
+        use_spot_instances=request["use_spot_instances"],
+    )
     estimator.fit(inputs, wait=False)
     print(f"submitted: {estimator.latest_training_job.name}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

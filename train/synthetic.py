@@ -11,6 +11,7 @@ and normal studies get one of several wordings (as real radiologists disagree on
 writes the MEDIQA-form train/dev1/dev2 JSON files, a MIMIC-style reports zip with its split CSV,
 and Open-i XML files for the prepare tests. The same seed gives byte-identical files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,19 @@ SEVERITY = ("mild", "moderate", "severe")
 SIZES = ("small", "moderate", "large")
 LOBES = ("right lower lobe", "left lower lobe", "right middle lobe", "lingula", "right upper lobe", "left upper lobe")
 CHANGE = ("unchanged", "increased", "decreased")
-INDICATIONS = ("cough", "shortness of breath", "fever", "chest pain", "hypoxia", "evaluate for pneumonia",
-               "s/p line placement", "fall", "post-operative", "dyspnea on exertion", "tachycardia")
+INDICATIONS = (
+    "cough",
+    "shortness of breath",
+    "fever",
+    "chest pain",
+    "hypoxia",
+    "evaluate for pneumonia",
+    "s/p line placement",
+    "fall",
+    "post-operative",
+    "dyspnea on exertion",
+    "tachycardia",
+)
 
 
 @dataclass
@@ -61,8 +73,15 @@ def _effusion(r: random.Random, s: Study, prior: bool) -> set[str]:
         s.findings.append(f"{_cap(size)} {side} {noun}, {change} compared to the prior study.")
         s.impression.append(f"{_cap(change)} {size} {side} {noun}.")
     else:
-        s.findings.append(r.choice([f"There is a {size} {side} {noun}.", f"{_cap(size)} {side} {noun} is seen.",
-                                    f"{_cap(size)} {side} {noun} with adjacent atelectasis."]))
+        s.findings.append(
+            r.choice(
+                [
+                    f"There is a {size} {side} {noun}.",
+                    f"{_cap(size)} {side} {noun} is seen.",
+                    f"{_cap(size)} {side} {noun} with adjacent atelectasis.",
+                ]
+            )
+        )
         s.impression.append(f"{_cap(size)} {side} {noun}.")
     s.labels["Pleural Effusion"] = "positive"
     return {"pleura"}
@@ -70,7 +89,9 @@ def _effusion(r: random.Random, s: Study, prior: bool) -> set[str]:
 
 def _pneumothorax(r: random.Random, s: Study, prior: bool) -> set[str]:
     side, size = r.choice(SIDES), r.choice(("tiny", "small", "moderate", "apical"))
-    s.findings.append(r.choice([f"There is a {size} {side} pneumothorax.", f"{_cap(size)} {side} pneumothorax is present."]))
+    s.findings.append(
+        r.choice([f"There is a {size} {side} pneumothorax.", f"{_cap(size)} {side} pneumothorax is present."])
+    )
     s.impression.append(f"{_cap(size)} {side} pneumothorax. Findings were discussed with Dr. ___ at ___ by telephone.")
     s.labels["Pneumothorax"] = "positive"
     return {"pleura"}
@@ -78,8 +99,15 @@ def _pneumothorax(r: random.Random, s: Study, prior: bool) -> set[str]:
 
 def _consolidation(r: random.Random, s: Study, prior: bool) -> set[str]:
     lobe = r.choice(LOBES)
-    s.findings.append(r.choice([f"There is focal consolidation in the {lobe}.", f"New opacity in the {lobe}.",
-                                f"Patchy airspace opacity is seen in the {lobe}."]))
+    s.findings.append(
+        r.choice(
+            [
+                f"There is focal consolidation in the {lobe}.",
+                f"New opacity in the {lobe}.",
+                f"Patchy airspace opacity is seen in the {lobe}.",
+            ]
+        )
+    )
     if r.random() < 0.5:
         s.impression.append(f"{_cap(lobe)} consolidation concerning for pneumonia.")
         s.labels.update({"Consolidation": "positive", "Pneumonia": "uncertain"})
@@ -91,8 +119,7 @@ def _consolidation(r: random.Random, s: Study, prior: bool) -> set[str]:
 
 def _atelectasis(r: random.Random, s: Study, prior: bool) -> set[str]:
     where = r.choice(("bibasilar", "left basilar", "right basilar"))
-    s.findings.append(r.choice([f"{_cap(where)} opacities likely reflect atelectasis.",
-                                f"Mild {where} atelectasis."]))
+    s.findings.append(r.choice([f"{_cap(where)} opacities likely reflect atelectasis.", f"Mild {where} atelectasis."]))
     s.impression.append(f"{_cap(where)} atelectasis.")
     s.labels["Atelectasis"] = "positive"
     return {"lungs"}
@@ -100,8 +127,15 @@ def _atelectasis(r: random.Random, s: Study, prior: bool) -> set[str]:
 
 def _cardiomegaly(r: random.Random, s: Study, prior: bool) -> set[str]:
     sev = r.choice(SEVERITY[:2])
-    s.findings.append(r.choice([f"The heart is {sev}ly enlarged.", f"There is {sev} cardiomegaly.",
-                                f"{_cap(sev)} enlargement of the cardiac silhouette is stable."]))
+    s.findings.append(
+        r.choice(
+            [
+                f"The heart is {sev}ly enlarged.",
+                f"There is {sev} cardiomegaly.",
+                f"{_cap(sev)} enlargement of the cardiac silhouette is stable.",
+            ]
+        )
+    )
     s.impression.append(f"{_cap(sev)} cardiomegaly.")
     s.labels["Cardiomegaly"] = "positive"
     return {"heart"}
@@ -109,8 +143,11 @@ def _cardiomegaly(r: random.Random, s: Study, prior: bool) -> set[str]:
 
 def _edema(r: random.Random, s: Study, prior: bool) -> set[str]:
     sev = r.choice(SEVERITY)
-    s.findings.append(r.choice([f"There is {sev} pulmonary vascular congestion and interstitial edema.",
-                                f"{_cap(sev)} pulmonary edema."]))
+    s.findings.append(
+        r.choice(
+            [f"There is {sev} pulmonary vascular congestion and interstitial edema.", f"{_cap(sev)} pulmonary edema."]
+        )
+    )
     s.impression.append(f"{_cap(sev)} pulmonary edema.")
     s.labels["Edema"] = "positive"
     return {"edema"}
@@ -121,8 +158,11 @@ def _devices(r: random.Random, s: Study, prior: bool) -> set[str]:
     if kind == "ett":
         cm = r.choice((1, 2, 3, 4, 5, 6))
         s.findings.append(f"Endotracheal tube terminates {cm} cm above the carina.")
-        s.impression.append("Endotracheal tube in standard position." if cm >= 3 else
-                            f"Endotracheal tube terminates {cm} cm above the carina; recommend withdrawal by ___ cm.")
+        s.impression.append(
+            "Endotracheal tube in standard position."
+            if cm >= 3
+            else f"Endotracheal tube terminates {cm} cm above the carina; recommend withdrawal by ___ cm."
+        )
     elif kind == "ngt":
         s.findings.append("Nasogastric tube courses below the diaphragm with tip in the stomach.")
         s.impression.append("Nasogastric tube in appropriate position.")
@@ -158,23 +198,49 @@ def _fracture(r: random.Random, s: Study, prior: bool) -> set[str]:
     return {"bones"}
 
 
-CONDITIONS = (_effusion, _pneumothorax, _consolidation, _atelectasis, _cardiomegaly, _edema, _devices,
-              _nodule, _fracture)
+CONDITIONS = (
+    _effusion,
+    _pneumothorax,
+    _consolidation,
+    _atelectasis,
+    _cardiomegaly,
+    _edema,
+    _devices,
+    _nodule,
+    _fracture,
+)
 
 NORMAL = {
-    "heart": ("The heart size is normal.", "Cardiomediastinal silhouette is within normal limits.",
-              "Heart size is normal. Mediastinal and hilar contours are unremarkable."),
-    "lungs": ("The lungs are clear.", "Lungs are clear without focal consolidation.",
-              "No focal consolidation is seen."),
-    "pleura": ("No pleural effusion or pneumothorax.", "There is no pleural effusion or pneumothorax.",
-               "No pleural effusion is seen. There is no pneumothorax."),
+    "heart": (
+        "The heart size is normal.",
+        "Cardiomediastinal silhouette is within normal limits.",
+        "Heart size is normal. Mediastinal and hilar contours are unremarkable.",
+    ),
+    "lungs": (
+        "The lungs are clear.",
+        "Lungs are clear without focal consolidation.",
+        "No focal consolidation is seen.",
+    ),
+    "pleura": (
+        "No pleural effusion or pneumothorax.",
+        "There is no pleural effusion or pneumothorax.",
+        "No pleural effusion is seen. There is no pneumothorax.",
+    ),
     "edema": ("No pulmonary edema.", "Pulmonary vasculature is normal.", "There is no evidence of pulmonary edema."),
     "bones": ("Osseous structures are intact.", "No acute osseous abnormality.", ""),
 }
-NORMAL_IMPRESSION_MIMIC = ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
-                           "No acute intrathoracic process.", "Normal chest radiograph.")
-NORMAL_IMPRESSION_INDIANA = ("No acute cardiopulmonary disease.", "No active disease.",
-                             "No acute cardiopulmonary abnormality.", "Negative chest x-____.")
+NORMAL_IMPRESSION_MIMIC = (
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No acute intrathoracic process.",
+    "Normal chest radiograph.",
+)
+NORMAL_IMPRESSION_INDIANA = (
+    "No acute cardiopulmonary disease.",
+    "No active disease.",
+    "No acute cardiopulmonary abnormality.",
+    "Negative chest x-____.",
+)
 
 
 def make_study(r: random.Random, style: str = "mimic") -> Study:
@@ -206,8 +272,13 @@ def make_study(r: random.Random, style: str = "mimic") -> Study:
 
 def to_example(s: Study, study_id: str, subject_id: str) -> Example:
     background = f"INDICATION: {s.indication} COMPARISON: {s.comparison}"
-    return Example(study_id=study_id, subject_id=subject_id, findings=" ".join(s.findings),
-                   impression=" ".join(s.impression), background=background)
+    return Example(
+        study_id=study_id,
+        subject_id=subject_id,
+        findings=" ".join(s.findings),
+        impression=" ".join(s.impression),
+        background=background,
+    )
 
 
 def _wrap(text: str) -> str:
@@ -218,11 +289,17 @@ def mimic_report_text(s: Study, r: random.Random, findings: bool = True, impress
     """A free-text report laid out like MIMIC-CXR's, header spellings varied as in real reports."""
     impression_header = r.choice(("IMPRESSION:", "IMPRESSION:", "IMPRESSION:", "CONCLUSION:"))
     history_header = r.choice(("INDICATION:", "INDICATION:", "HISTORY:", "CLINICAL HISTORY:"))
-    parts = ["                                 FINAL REPORT",
-             " EXAMINATION:  CHEST (PA AND LAT)", "",
-             f" {history_header}  {s.indication}", "",
-             " TECHNIQUE:  Chest PA and lateral", "",
-             f" COMPARISON:  {s.comparison}", ""]
+    parts = [
+        "                                 FINAL REPORT",
+        " EXAMINATION:  CHEST (PA AND LAT)",
+        "",
+        f" {history_header}  {s.indication}",
+        "",
+        " TECHNIQUE:  Chest PA and lateral",
+        "",
+        f" COMPARISON:  {s.comparison}",
+        "",
+    ]
     if findings:
         parts += [" FINDINGS: ", "", _wrap(" ".join(s.findings)), ""]
     if impression:
@@ -235,6 +312,7 @@ def mimic_report_text(s: Study, r: random.Random, findings: bool = True, impress
 
 def openi_xml(s: Study, uid: int, findings: bool = True) -> str:
     """An Open-i `ecgen-radiology` record (Open-i writes de-identified spans as XXXX)."""
+
     def t(text: str) -> str:
         return escape(text.replace("____", "XXXX").replace("___", "XXXX"))
 
@@ -259,8 +337,16 @@ def openi_xml(s: Study, uid: int, findings: bool = True) -> str:
 
 
 # Counts of the bundled sample; the prepare tests check that prepare reproduces them.
-SAMPLE_COUNTS = {"train": 3000, "dev1": 300, "dev2": 300, "zip_train": 48, "zip_dev": 12,
-                 "zip_incomplete": 4, "openi": 10, "openi_without_findings": 2}
+SAMPLE_COUNTS = {
+    "train": 3000,
+    "dev1": 300,
+    "dev2": 300,
+    "zip_train": 48,
+    "zip_dev": 12,
+    "zip_incomplete": 4,
+    "openi": 10,
+    "openi_without_findings": 2,
+}
 
 
 def mimic_ids(r: random.Random) -> tuple[str, str]:
@@ -275,8 +361,9 @@ def write_sample(out: Path, seed: int = 0) -> dict[str, int]:
     n = SAMPLE_COUNTS
     write_examples(out / "train.json", [to_example(make_study(r), *mimic_ids(r)) for _ in range(n["train"])])
     write_examples(out / "dev1.json", [to_example(make_study(r), *mimic_ids(r)) for _ in range(n["dev1"])])
-    write_examples(out / "dev2.json", [to_example(make_study(r, "indiana"), str(i), "")
-                                       for i in range(1, n["dev2"] + 1)])
+    write_examples(
+        out / "dev2.json", [to_example(make_study(r, "indiana"), str(i), "") for i in range(1, n["dev2"] + 1)]
+    )
 
     # MIMIC-style zip (files/pXX/pSUBJECT/sSTUDY.txt) and the MEDIQA split CSV listing only the
     # studies that have both sections, as the real split does.
@@ -286,7 +373,9 @@ def write_sample(out: Path, seed: int = 0) -> dict[str, int]:
         for i in range(total):
             study, subject = mimic_ids(r)
             incomplete = i >= n["zip_train"] + n["zip_dev"]
-            text = mimic_report_text(make_study(r), r, findings=not (incomplete and i % 2), impression=not incomplete or i % 2)
+            text = mimic_report_text(
+                make_study(r), r, findings=not (incomplete and i % 2), impression=not incomplete or i % 2
+            )
             info = zipfile.ZipInfo(f"files/p{subject[:2]}/p{subject}/s{study}.txt", date_time=(2019, 1, 1, 0, 0, 0))
             z.writestr(info, text)
             if not incomplete:

@@ -1,4 +1,5 @@
 """No Docker engine here: lint the Dockerfiles and check that every path they copy exists."""
+
 import re
 import subprocess
 import sys
@@ -13,8 +14,9 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*/Dockerfile"))
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_hadolint(dockerfile):
     hadolint = Path(sys.executable).parent / "hadolint"
-    r = subprocess.run([str(hadolint), "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(hadolint), "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

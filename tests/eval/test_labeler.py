@@ -7,20 +7,35 @@ def positives(text):
     return {k: v for k, v in label(text).items() if v}
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("No pleural effusion or pneumothorax.", {"Pleural Effusion": "negative", "Pneumothorax": "negative", "No Finding": "positive"}),
-    ("Small left pleural effusion. No pneumothorax.", {"Pleural Effusion": "positive", "Pneumothorax": "negative"}),
-    ("Right lower lobe opacity may represent atelectasis or pneumonia.",
-     {"Lung Opacity": "positive", "Atelectasis": "uncertain", "Pneumonia": "uncertain"}),
-    ("Moderate cardiomegaly with mild pulmonary edema.", {"Cardiomegaly": "positive", "Edema": "positive"}),
-    ("The pneumothorax has resolved.", {"Pneumothorax": "negative", "No Finding": "positive"}),
-    ("Heart is mildly enlarged, but there is no effusion.", {"Cardiomegaly": "positive", "Pleural Effusion": "negative"}),
-    ("Endotracheal tube in standard position. No acute cardiopulmonary process.",
-     {"Support Devices": "positive", "No Finding": "positive"}),
-    ("Consolidation concerning for pneumonia; pneumothorax cannot be excluded.",
-     {"Consolidation": "positive", "Pneumonia": "uncertain", "Pneumothorax": "uncertain"}),
-    ("Acute right sixth rib fracture without pneumothorax.", {"Fracture": "positive", "Pneumothorax": "negative"}),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (
+            "No pleural effusion or pneumothorax.",
+            {"Pleural Effusion": "negative", "Pneumothorax": "negative", "No Finding": "positive"},
+        ),
+        ("Small left pleural effusion. No pneumothorax.", {"Pleural Effusion": "positive", "Pneumothorax": "negative"}),
+        (
+            "Right lower lobe opacity may represent atelectasis or pneumonia.",
+            {"Lung Opacity": "positive", "Atelectasis": "uncertain", "Pneumonia": "uncertain"},
+        ),
+        ("Moderate cardiomegaly with mild pulmonary edema.", {"Cardiomegaly": "positive", "Edema": "positive"}),
+        ("The pneumothorax has resolved.", {"Pneumothorax": "negative", "No Finding": "positive"}),
+        (
+            "Heart is mildly enlarged, but there is no effusion.",
+            {"Cardiomegaly": "positive", "Pleural Effusion": "negative"},
+        ),
+        (
+            "Endotracheal tube in standard position. No acute cardiopulmonary process.",
+            {"Support Devices": "positive", "No Finding": "positive"},
+        ),
+        (
+            "Consolidation concerning for pneumonia; pneumothorax cannot be excluded.",
+            {"Consolidation": "positive", "Pneumonia": "uncertain", "Pneumothorax": "uncertain"},
+        ),
+        ("Acute right sixth rib fracture without pneumothorax.", {"Fracture": "positive", "Pneumothorax": "negative"}),
+    ],
+)
 def test_crafted_sentences(text, expected):
     assert positives(text) == expected
 

@@ -14,7 +14,7 @@ def test_tiny_model_builds_saves_reloads_and_generates(tiny_model_dir):
     assert tok.decode(ids, skip_special_tokens=True) == text
     model = load_model(tiny_model_dir)
     a = load_model(tiny_model_dir)
-    for (n, p), (_, q) in zip(model.named_parameters(), a.named_parameters()):
+    for (n, p), (_, q) in zip(model.named_parameters(), a.named_parameters(), strict=True):
         assert torch.equal(p, q), n
     batch = tok(["Lungs are clear.", "Small right pneumothorax."], return_tensors="pt", padding=True)
     out = model.generate(**batch, num_beams=2, max_new_tokens=5)

@@ -67,3 +67,23 @@ def test_unknown_suffix_and_missing_file(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(DataError, match="unknown data format"):
         load_examples(tmp_path / "x.txt")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_duplicate_study_ids_name_both_places(tmp_path, suffix):
+    rows = [ROW, {**ROW, "study_id": "9"}, ROW]
+    path = tmp_path / f"d{suffix}"
+    text = json.dumps(rows) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in rows)
+    path.write_text(text)
+    where = (r"d.json\[2\]", r"d.json\[0\]") if suffix == ".json" else ("d.jsonl:3", "d.jsonl:1")
+    with pytest.raises(DataError, match=rf"{where[0]}: duplicate study_id '1' \(first at .*{where[1]}\)"):
+        load_examples(path)
+    report = LoadReport(str(path))
+    assert [r.study_id for r in load_examples(path, skip_bad=True, report=report)] == ["1", "9"]
+    assert sum(report.skipped.values()) == 1
+
+
+def test_boolean_text_fields_are_refused(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps([{**ROW, "impression": False}]))
+    with pytest.raises(DataError, match=r"d.json\[0\]: field 'impression' must be a string, got false"):
+        load_examples(tmp_path / "d.json")

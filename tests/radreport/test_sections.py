@@ -30,7 +30,9 @@ def test_mimic_sections_with_header_variants_and_wet_read():
 
 
 def test_report_without_findings_and_with_unknown_header():
-    s = parse_report_sections("FINAL REPORT\nPA AND LATERAL VIEWS OF THE CHEST: Clear lungs.\nNOTE: call.\nIMPRESSIONS: Normal.")
+    s = parse_report_sections(
+        "FINAL REPORT\nPA AND LATERAL VIEWS OF THE CHEST: Clear lungs.\nNOTE: call.\nIMPRESSIONS: Normal."
+    )
     assert findings_and_impression(s) == ("Clear lungs.", "Normal.")
     assert s["note"] == "call."
     assert findings_and_impression(parse_report_sections("IMPRESSION: only this")) == ("", "only this")

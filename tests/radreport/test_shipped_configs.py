@@ -1,4 +1,5 @@
 """Every shipped config loads into its dataclass (torchtune's rule)."""
+
 import json
 from pathlib import Path
 

@@ -1,13 +1,11 @@
 """The module-wide server for the serving tests."""
-from __future__ import annotations
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from serve_process import ROOT, Server  # noqa: E402,F401
+from serve.local_server import Server
+
 
 @pytest.fixture(scope="module")
 def server(trained_model_dir, tmp_path_factory):

@@ -1,4 +1,5 @@
 """Helpers to run the real training command (accelerate launch, DeepSpeed, several CPU processes)."""
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,32 @@ def free_port() -> int:
 
 def launch(output_dir: Path, overrides: list[str], processes: int = 2, timeout: int = 600, env: dict | None = None):
     """`accelerate launch --config_file configs/accelerate/cpu-2proc.yaml -m train ...`, as a user runs it."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/cpu-2proc.yaml",
-           "--num_processes", str(processes), "--main_process_port", str(free_port()),
-           "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir", str(output_dir), *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/cpu-2proc.yaml",
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "train",
+        "--config",
+        "configs/train/tiny-cpu.yaml",
+        "--output-dir",
+        str(output_dir),
+        *overrides,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 def metrics(output_dir: Path) -> list[dict]:
@@ -43,8 +65,14 @@ def small_train_file(tmp_path_factory) -> Path:
 
 
 def small_run_overrides(train_file: Path) -> list[str]:
-    return [f"data.train={train_file}", "epochs=2", "log_every_steps=3", "eval.rouge_samples=16",
-            "checkpoint.every_steps=5", "checkpoint.keep_last=1"]
+    return [
+        f"data.train={train_file}",
+        "epochs=2",
+        "log_every_steps=3",
+        "eval.rouge_samples=16",
+        "checkpoint.every_steps=5",
+        "checkpoint.keep_last=1",
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The SageMaker entrypoint against directories laid out like /opt/ml (no Docker engine here: we test
 what the image runs), 2 CPU processes, the tiny config; two "instances" on loopback as one job."""
+
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from radreport.cli import run
 from radreport.schema import load_examples, write_examples
 from train.sagemaker import main as sagemaker_main
 
@@ -34,8 +36,15 @@ def run_entrypoint(root: Path, timeout=600, background=False):
 
 
 def base_hp(port):
-    return {"config": "configs/train/tiny-cpu.yaml", "num_processes": 2, "epochs": 1, "learning_rate": "0.003",
-            "eval.rouge_samples": 8, "checkpoint.every_steps": 2, "main_process_port": port}
+    return {
+        "config": "configs/train/tiny-cpu.yaml",
+        "num_processes": 2,
+        "epochs": 1,
+        "learning_rate": "0.003",
+        "eval.rouge_samples": 8,
+        "checkpoint.every_steps": 2,
+        "main_process_port": port,
+    }
 
 
 def test_entrypoint_trains_is_interrupted_and_resumes(tmp_path):
@@ -48,7 +57,9 @@ def test_entrypoint_trains_is_interrupted_and_resumes(tmp_path):
     second = run_entrypoint(root)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from step-00000004" in second.stdout + second.stderr
-    assert {"config.json", "model.safetensors", "tokenizer.json", "radreport.json"} <= {p.name for p in (root / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "radreport.json"} <= {
+        p.name for p in (root / "model").iterdir()
+    }
 
 
 def test_bad_hyperparameter_writes_failure_and_exits_nonzero(tmp_path):
@@ -72,8 +83,11 @@ def test_two_instances_on_loopback_train_one_job(tmp_path):
     log = main.stdout + main.stderr
     assert "2 processes, DeepSpeed ZeRO-3" in log
     # 285 training rows / (16 per process x 2 processes) = 9 optimizer steps: one job, not two
-    steps = [json.loads(x)["step"] for x in (roots[0] / "checkpoints/metrics.jsonl").read_text().splitlines()
-             if '"loss"' in x]
+    steps = [
+        json.loads(x)["step"]
+        for x in (roots[0] / "checkpoints/metrics.jsonl").read_text().splitlines()
+        if '"loss"' in x
+    ]
     assert max(steps) == 9, steps
     assert (roots[0] / "model/model.safetensors").is_file()
     for i in range(2):  # each node keeps its own ranks' shards (node-local storage)
@@ -81,18 +95,34 @@ def test_two_instances_on_loopback_train_one_job(tmp_path):
 
 
 def test_sagemaker_dry_run_request(capsys):
-    assert sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--instance-count", "2",
-                           "--spot", "--dry-run", "optim.lr=5e-5"]) == 0
+    assert (
+        sagemaker_main(
+            [
+                "--config",
+                "configs/train/flan-t5-xl-p3.16xlarge.yaml",
+                "--instance-count",
+                "2",
+                "--spot",
+                "--dry-run",
+                "optim.lr=5e-5",
+            ]
+        )
+        == 0
+    )
     req = json.loads(capsys.readouterr().out)
     assert req["instance_type"] == "ml.p3.16xlarge" and req["instance_count"] == 2 and req["use_spot_instances"]
-    assert req["hyperparameters"] == {"config": "configs/train/flan-t5-xl-p3.16xlarge.yaml", "optim.lr": "5e-05"} or \
-        req["hyperparameters"]["optim.lr"] in ("5e-5", "5e-05")
+    assert req["hyperparameters"] == {
+        "config": "configs/train/flan-t5-xl-p3.16xlarge.yaml",
+        "optim.lr": "5e-05",
+    } or req["hyperparameters"]["optim.lr"] in ("5e-5", "5e-05")
     assert req["checkpoint_local_path"] == "/opt/ml/checkpoints" and req["checkpoint_s3_uri"].startswith("s3://")
     assert req["max_wait"] >= req["max_run"]
     line = "{'loss': 1.2345, 'learning_rate': 0.0001, 'epoch': 0.5}  {'eval_loss': 0.9876, 'eval_rougeL': 0.41}"
     for m in req["metric_definitions"]:
         assert re.search(m["Regex"], line), m
-    assert sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", "optim.lr=-1"]) == 2
+    assert (
+        run(sagemaker_main, ["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", "optim.lr=-1"]) == 2
+    )
 
 
 def test_sm_variables_take_precedence_over_files(tmp_path):
@@ -103,8 +133,12 @@ def test_sm_variables_take_precedence_over_files(tmp_path):
     other = tmp_path / "elsewhere"
     other.mkdir()
     write_examples(other / "rows.jsonl", load_examples(ROOT / "data/sample/dev1.json"))
-    env = {"SM_HPS": json.dumps({"config": "configs/train/tiny-cpu.yaml", "epochs": 2}),
-           "SM_CHANNEL_TRAIN": str(other), "SM_HOSTS": json.dumps(["algo-1", "algo-2"]), "SM_CURRENT_HOST": "algo-2"}
+    env = {
+        "SM_HPS": json.dumps({"config": "configs/train/tiny-cpu.yaml", "epochs": 2}),
+        "SM_CHANNEL_TRAIN": str(other),
+        "SM_HOSTS": json.dumps(["algo-1", "algo-2"]),
+        "SM_CURRENT_HOST": "algo-2",
+    }
     cmd, _ = build_command(root, gpus=0, env=env)
     assert f"data.train={other / 'rows.jsonl'}" in cmd and "epochs=2" in cmd
     assert cmd[cmd.index("--machine_rank") + 1] == "1" and cmd[cmd.index("--main_process_ip") + 1] == "algo-1"

@@ -1,4 +1,5 @@
 """The real command: accelerate launch, DeepSpeed ZeRO-3, 2 CPU processes (gloo), the tiny T5."""
+
 import subprocess
 import sys
 
@@ -70,9 +71,24 @@ def test_one_process_without_launcher(trained_model_dir):
 
 
 def test_bad_config_fails_before_any_process_group(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir",
-                        str(tmp_path), "optim.lr=-1", "data.train=nope.json", "batch.batching=bucketed"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "--config",
+            "configs/train/tiny-cpu.yaml",
+            "--output-dir",
+            str(tmp_path),
+            "optim.lr=-1",
+            "data.train=nope.json",
+            "batch.batching=bucketed",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     for key in ("optim.lr: must be positive", "data.train: data file not found: nope.json", "batch.batching"):
         assert key in r.stderr, r.stderr
@@ -80,10 +96,18 @@ def test_bad_config_fails_before_any_process_group(tmp_path):
 
 
 def test_fp16_deepspeed_refuses_t5_without_guard(tmp_path):
-    env = {"ACCELERATE_USE_DEEPSPEED": "true",
-           "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ROOT / "configs/deepspeed/zero3-fp16.json")}
+    env = {
+        "ACCELERATE_USE_DEEPSPEED": "true",
+        "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ROOT / "configs/deepspeed/zero3-fp16.json"),
+    }
     import os
 
-    r = subprocess.run([sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir",
-                        str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    r = subprocess.run(
+        [sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
     assert r.returncode == 2 and "overflows fp16" in r.stderr and "fp16_overflow_guard" in r.stderr

@@ -1,14 +1,17 @@
 """Prediction files: JSONL, one `{"id", "dataset", "model", "findings", "reference", "prediction"}` a line."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from radreport.errors import InputError
+
 FIELDS = ("id", "dataset", "model", "findings", "reference", "prediction")
 
 
-class PredictionError(ValueError):
-    pass
+class PredictionError(InputError):
+    """A predictions file is unreadable or a line breaks the format; the message names file, line and field."""
 
 
 def read_predictions(path: str | Path) -> list[dict]:

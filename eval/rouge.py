@@ -7,6 +7,7 @@ aws_compatible   the reference's settings (HF `evaluate` defaults): no stemming,
 rouge-score's rougeLsum only splits on newlines, and nothing here downloads (no nltk punkt).
 Scores are F-measures per example; empty predictions score 0 and are kept.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,13 +25,13 @@ def split_sentences(text: str) -> list[str]:
     """Rule-based sentence split: a period, ! or ? then space then a capital/digit, abbreviations excepted."""
     parts, start = [], 0
     for m in _BOUNDARY.finditer(text):
-        before = text[start:m.start()].rstrip(".!?").rsplit(None, 1)
+        before = text[start : m.start()].rstrip(".!?").rsplit(None, 1)
         last_word = before[-1].lower() if before else ""
-        segment = text[start:m.start()].strip()
+        segment = text[start : m.start()].strip()
         # keep abbreviations, initials and list numbers ("1.") with what follows them
         if last_word in _ABBREV or re.fullmatch(r"[A-Za-z]", last_word or "xx") or re.fullmatch(r"\d+[.)]", segment):
             continue
-        parts.append(text[start:m.start()].strip())
+        parts.append(text[start : m.start()].strip())
         start = m.end()
     parts.append(text[start:].strip())
     return [p for p in parts if p]
@@ -43,8 +44,11 @@ class Rouge:
 
     @property
     def mode(self) -> str:
-        return ("aws-compatible (no stemming, no sentence splitting; HF evaluate defaults)" if self.aws_compatible
-                else "default (Porter stemming; rougeLsum over rule-based sentence splits)")
+        return (
+            "aws-compatible (no stemming, no sentence splitting; HF evaluate defaults)"
+            if self.aws_compatible
+            else "default (Porter stemming; rougeLsum over rule-based sentence splits)"
+        )
 
     def score(self, reference: str, prediction: str) -> dict[str, float]:
         if not prediction.strip():
@@ -57,7 +61,7 @@ class Rouge:
     def score_all(self, references: list[str], predictions: list[str]) -> list[dict[str, float]]:
         if len(references) != len(predictions):
             raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
-        return [self.score(r, p) for r, p in zip(references, predictions)]
+        return [self.score(r, p) for r, p in zip(references, predictions, strict=True)]
 
 
 def mean_scores(per_example: list[dict[str, float]]) -> dict[str, float]:

@@ -1,4 +1,5 @@
 """Prometheus metrics, one registry per app (two apps in one process do not collide)."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -8,11 +9,19 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("impression_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.latency = Histogram("impression_request_seconds", "Request latency", ["route"], registry=r,
-                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.batch_size = Histogram("impression_batch_size", "Requests per generation batch", registry=r,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.requests = Counter(
+            "impression_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "impression_request_seconds",
+            "Request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.batch_size = Histogram(
+            "impression_batch_size", "Requests per generation batch", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64)
+        )
         self.queue_depth = Gauge("impression_queue_depth", "Requests waiting for a batch", registry=r)
         self.input_tokens = Counter("impression_input_tokens", "Prompt tokens processed", registry=r)
         self.output_tokens = Counter("impression_output_tokens", "Tokens generated (best candidate)", registry=r)

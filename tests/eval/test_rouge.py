@@ -1,7 +1,7 @@
 import pytest
 from rouge_score import rouge_scorer
 
-from eval.metrics import Rouge, split_sentences
+from eval.rouge import Rouge, split_sentences
 
 
 def test_rouge_against_hand_computed_values():
@@ -20,13 +20,14 @@ def test_matches_rouge_score_called_directly(sample_dir):
     rows = json.loads((sample_dir / "dev1.json").read_text())[:50]
     refs, preds = [r["impression"] for r in rows], [r["findings"] for r in rows]
     direct = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=False)
-    for r, p, ours in zip(refs, preds, Rouge(aws_compatible=True).score_all(refs, preds)):
+    for r, p, ours in zip(refs, preds, Rouge(aws_compatible=True).score_all(refs, preds), strict=True):
         expected = direct.score(r, p)
         assert all(ours[k] == pytest.approx(expected[k].fmeasure) for k in ours)
     stemmed = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=True)
     r, p = refs[0], preds[0]
-    assert Rouge().score(r, p)["rougeLsum"] == pytest.approx(stemmed.score(
-        "\n".join(split_sentences(r)), "\n".join(split_sentences(p)))["rougeLsum"].fmeasure)
+    assert Rouge().score(r, p)["rougeLsum"] == pytest.approx(
+        stemmed.score("\n".join(split_sentences(r)), "\n".join(split_sentences(p)))["rougeLsum"].fmeasure
+    )
 
 
 def test_default_mode_splits_sentences_for_lsum_only():
@@ -42,4 +43,7 @@ def test_empty_prediction_scores_zero():
 
 def test_sentence_splitter_keeps_abbreviations_and_list_numbers():
     assert split_sentences("Discussed with Dr. ___ at 5 p.m. on ___. 1. Mild edema. 2. No effusion.") == [
-        "Discussed with Dr. ___ at 5 p.m. on ___.", "1. Mild edema.", "2. No effusion."]
+        "Discussed with Dr. ___ at 5 p.m. on ___.",
+        "1. Mild edema.",
+        "2. No effusion.",
+    ]

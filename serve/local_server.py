@@ -1,4 +1,5 @@
-"""A real `python -m serve` process on loopback (used by tests/serve and bench/serve_throughput.py)."""
+"""A real `python -m serve` child process on loopback, ready when it answers /readyz (tests, benchmarks)."""
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: configs/ are read from it
 
 
 class Server:
@@ -22,9 +23,23 @@ class Server:
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serve", "--model", str(model_dir), "--config", "configs/serve/cpu.yaml",
-             "--port", str(self.port), *overrides],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            [
+                sys.executable,
+                "-m",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--config",
+                "configs/serve/cpu.yaml",
+                "--port",
+                str(self.port),
+                *overrides,
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -41,5 +56,3 @@ class Server:
         rc = self.proc.wait(timeout=60)
         self.log.close()
         return rc
-
-
