@@ -285,8 +285,23 @@ def _wrap(text: str) -> str:
     return "\n".join(" " + line for line in textwrap.wrap(text, 70))
 
 
-def mimic_report_text(s: Study, r: random.Random, findings: bool = True, impression: bool = True) -> str:
-    """A free-text report laid out like MIMIC-CXR's, header spellings varied as in real reports."""
+def _numbered(items: list[str]) -> str:
+    """A numbered list as radiologists write impressions: `1. ...` on its own line, wrapped lines indented."""
+    return "\n".join(_wrap(f"{k}. {item}") for k, item in enumerate(items, 1))
+
+
+def mimic_report_text(
+    s: Study,
+    r: random.Random,
+    findings: bool = True,
+    impression: bool = True,
+    numbered: bool = False,
+    notification: bool = False,
+) -> str:
+    """A free-text report laid out like MIMIC-CXR's, header spellings varied as in real reports.
+
+    `numbered`: the impression as a numbered list (MEDIQA's preparation removes the numbers);
+    `notification`: a NOTIFICATION section after the impression. Neither draws from `r`."""
     impression_header = r.choice(("IMPRESSION:", "IMPRESSION:", "IMPRESSION:", "CONCLUSION:"))
     history_header = r.choice(("INDICATION:", "INDICATION:", "HISTORY:", "CLINICAL HISTORY:"))
     parts = [
@@ -303,7 +318,14 @@ def mimic_report_text(s: Study, r: random.Random, findings: bool = True, impress
     if findings:
         parts += [" FINDINGS: ", "", _wrap(" ".join(s.findings)), ""]
     if impression:
-        parts += [f" {impression_header} ", "", _wrap(" ".join(s.impression)), ""]
+        parts += [
+            f" {impression_header} ",
+            "",
+            _numbered(s.impression) if numbered else _wrap(" ".join(s.impression)),
+            "",
+        ]
+    if notification:
+        parts += [" NOTIFICATION:  The findings were discussed with Dr. ___ by telephone at 2:15 PM on ___.", ""]
     text = "\n".join(parts)
     if r.random() < 0.1:  # some reports start with a wet read before the final report
         text = "WET READ: ___ ___ 5:12 PM\n  preliminary read, see final.\n\n" + text
@@ -373,8 +395,14 @@ def write_sample(out: Path, seed: int = 0) -> dict[str, int]:
         for i in range(total):
             study, subject = mimic_ids(r)
             incomplete = i >= n["zip_train"] + n["zip_dev"]
+            study_text = make_study(r)
             text = mimic_report_text(
-                make_study(r), r, findings=not (incomplete and i % 2), impression=not incomplete or i % 2
+                study_text,
+                r,
+                findings=not (incomplete and i % 2),
+                impression=not incomplete or i % 2,
+                numbered=len(study_text.impression) > 1 and i % 3 != 2,
+                notification=i % 5 == 1,
             )
             info = zipfile.ZipInfo(f"files/p{subject[:2]}/p{subject}/s{study}.txt", date_time=(2019, 1, 1, 0, 0, 0))
             z.writestr(info, text)
