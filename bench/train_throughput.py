@@ -55,7 +55,7 @@ def main() -> None:
     model_dir = build_tiny_t5(ROOT / "configs/model/tiny-t5.yaml", tokenizer_corpus(rows), Path(tmp.name) / "m")
     tok = load_tokenizer(model_dir)
     init = load_model(model_dir).state_dict()
-    ds = Seq2SeqRows(rows, tok, "instruction", a.max_source, a.max_target)
+    ds = Seq2SeqRows.tokenize(rows, tok, "instruction", a.max_source, a.max_target)
     results = []
     for mode in MODES:
         fixed = mode == "max_length"

@@ -7,13 +7,15 @@ and evaluation read how the model was trained instead of being told again.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -139,19 +141,132 @@ def load_tokenizer(name: str | os.PathLike):
 
 
 def load_model(name: str | os.PathLike, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
-    """A seq2seq model from a directory or hub id, in eval mode. A local directory that is truncated or
-    corrupt is refused as InputError naming it (a hub download failure is left as it is)."""
+    """A seq2seq model from a directory or hub id, in eval mode, with its checkpoint's own head tying.
+    A local directory that is truncated or corrupt is refused as InputError naming it (a hub download
+    failure is left as it is)."""
     from transformers import AutoModelForSeq2SeqLM
 
     check_model_dir(name)
     local = _local_only(name)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(name), local_files_only=local, dtype=dtype or torch.float32)
+        if local:
+            model = load_seq2seq(name, dtype or torch.float32)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(str(name), dtype=dtype or torch.float32)
+    except HeadTyingError:
+        raise
     except Exception as e:  # noqa: BLE001  safetensors, torch and transformers each raise their own
         if not local:
             raise
         raise InputError(f"{name}: the model cannot be loaded ({type(e).__name__}: {str(e)[:300]})") from None
     return model.to(device).eval()
+
+
+# ---- the output head: tied to the input embedding, or a matrix of its own ------------------
+#
+# T5 v1.0 ties its output layer (lm_head) to the input embedding (`shared`); T5 v1.1 and flan-t5 train a
+# separate one (their config.json says tie_word_embeddings: false). transformers 5 forces
+# T5Config.tie_word_embeddings=True (the saved flag only selects decoder-output scaling) and, while loading,
+# keeps lm_head apart only if the stored lm_head differs in value from `shared`. Under DeepSpeed ZeRO-3
+# (`from_pretrained` inside zero.Init) both are empty partitions when that comparison runs, so they compare
+# equal and the pretrained head is silently replaced by the embedding. So the checkpoint's own files decide:
+# if they store an lm_head that differs from `shared`, the model is built from a T5 class whose tied-weights
+# map leaves lm_head out (transformers' own mechanism for what a class ties), and after loading
+# `check_output_head` proves the result (on gathered ZeRO-3 parameters where needed).
+
+HEAD_KEY, EMBEDDING_KEY = "lm_head.weight", "shared.weight"
+
+
+class HeadTyingError(RuntimeError):
+    """A loaded model's output head is not what its checkpoint stores."""
+
+
+def _stored_tensors(model_dir: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Read just `names` from a model directory's weight files (safetensors lazily; .bin memory-mapped)."""
+    from safetensors import safe_open
+
+    found: dict[str, torch.Tensor] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for name in set(names) & set(st.keys()):
+                found[name] = st.get_tensor(name)
+    if not found and not any(model_dir.glob("*.safetensors")):
+        for f in sorted(model_dir.glob("pytorch_model*.bin")):
+            sd = torch.load(f, map_location="cpu", mmap=True, weights_only=True)
+            found.update({n: sd[n].clone() for n in names if n in sd})
+    return found
+
+
+def own_output_head(model_dir: str | os.PathLike) -> torch.Tensor | None:
+    """The checkpoint's lm_head when it is a matrix of its own; None when the head is tied to `shared`.
+
+    A head stored under its own name and equal to `shared` counts as tied (a .bin checkpoint stores both names
+    for one tensor), as transformers itself decides when it can see the values."""
+    stored = _stored_tensors(Path(model_dir), (HEAD_KEY, EMBEDDING_KEY))
+    head, embedding = stored.get(HEAD_KEY), stored.get(EMBEDDING_KEY)
+    if head is None:
+        return None
+    if embedding is not None and head.shape == embedding.shape and torch.equal(head, embedding):
+        return None
+    return head
+
+
+@functools.cache
+def _untied_t5_class():
+    """T5ForConditionalGeneration whose lm_head is not in the tied-weights map (the encoder and decoder
+    embeddings still share `shared`). Its class name stays T5ForConditionalGeneration, so the saved
+    config.json names the standard class and every loader reads the directory as a plain T5."""
+    from transformers import T5ForConditionalGeneration
+
+    tied = {k: v for k, v in T5ForConditionalGeneration._tied_weights_keys.items() if k != HEAD_KEY}
+    return type(
+        "T5ForConditionalGeneration",
+        (T5ForConditionalGeneration,),
+        {"_tied_weights_keys": tied, "__doc__": _untied_t5_class.__doc__, "__module__": __name__},
+    )
+
+
+def load_seq2seq(model_dir: str | os.PathLike, dtype: torch.dtype, gather=None):
+    """`from_pretrained` that keeps the checkpoint's head tying under every ZeRO stage, then checks it.
+
+    `gather(params)`: a context manager that makes partitioned parameters whole on every rank (DeepSpeed's
+    zero.GatheredParameters under ZeRO-3); every rank must call this function together then."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    head = own_output_head(model_dir) if config.model_type == "t5" else None
+    cls = _untied_t5_class() if head is not None else AutoModelForSeq2SeqLM
+    model = cls.from_pretrained(str(model_dir), local_files_only=True, dtype=dtype)
+    if config.model_type == "t5":
+        check_output_head(model, head, gather, where=str(model_dir))
+    return model
+
+
+def check_output_head(model, stored_head: torch.Tensor | None, gather=None, where: str = "model") -> None:
+    """Fail loudly unless lm_head is tied to `shared` exactly when the checkpoint has no head of its own, the
+    encoder and decoder embeddings are `shared`, and an own head holds the stored values."""
+    shared, head = model.shared.weight, model.lm_head.weight
+    for stack in (model.encoder, model.decoder):
+        if stack.embed_tokens.weight is not shared:
+            raise HeadTyingError(f"{where}: the {stack.__class__.__name__} embedding is not tied to `shared`")
+    if stored_head is None:
+        if head is not shared:
+            raise HeadTyingError(f"{where}: the checkpoint ties lm_head to `shared`, the loaded model does not")
+        return
+    if head is shared:
+        raise HeadTyingError(
+            f"{where}: the checkpoint has its own lm_head, but the loaded model ties it to `shared` "
+            "(the pretrained head would be lost)"
+        )
+    with gather([head]) if gather is not None else nullcontext():
+        same = head.shape == stored_head.shape and torch.equal(head.detach().cpu(), stored_head.to(head.dtype))
+    if not same:
+        raise HeadTyingError(f"{where}: the loaded lm_head differs from the one stored in the checkpoint")
+
+
+def count_parameters(model) -> int:
+    """Distinct parameters (a tied matrix once); under ZeRO-3 the full sizes, not this rank's partitions."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -185,12 +300,67 @@ class TokenizerSpec:
 
 
 @dataclass(frozen=True)
+class T5Spec:
+    """The T5Config fields a tiny model sets (vocab_size and the special ids come from its tokenizer).
+
+    `T5Config(**spec)` takes it as keyword arguments."""
+
+    d_model: int = 128
+    """Width of the residual stream and of the embeddings."""
+    d_ff: int = 256
+    """Width of the feed-forward layer."""
+    d_kv: int = 32
+    """Width of each attention head."""
+    num_heads: int = 4
+    num_layers: int = 2
+    """Encoder blocks."""
+    num_decoder_layers: int = 2
+    """Decoder blocks."""
+    feed_forward_proj: Literal["relu", "gelu", "gated-relu", "gated-gelu"] = "gated-gelu"
+    """relu: T5 v1.0; gated-gelu: T5 v1.1 and flan-t5."""
+    tie_word_embeddings: bool = False
+    """false: lm_head is a matrix of its own, like flan-t5 (and no decoder-output scaling); true: T5 v1.0."""
+    dropout_rate: float = 0.1
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    """Relative positions beyond this many tokens share the last bucket."""
+    layer_norm_epsilon: float = 1e-6
+
+    def check(self) -> list[str]:
+        errors = [
+            f"{k}: must be >= 1"
+            for k in ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers")
+            if getattr(self, k) < 1
+        ]
+        if not 0 <= self.dropout_rate < 1:
+            errors.append("dropout_rate: must be in [0, 1)")
+        if self.relative_attention_num_buckets < 2:
+            errors.append("relative_attention_num_buckets: must be >= 2")
+        if self.relative_attention_max_distance < self.relative_attention_num_buckets:
+            errors.append("relative_attention_max_distance: must be >= relative_attention_num_buckets")
+        if not 0 < self.layer_norm_epsilon < 1:
+            errors.append("layer_norm_epsilon: must be in (0, 1)")
+        return errors
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
 class TinyModelSpec:
     """configs/model/tiny-t5.yaml: a T5Config plus how to train its tokenizer."""
 
-    t5: dict = field(default_factory=dict)
+    t5: T5Spec = field(default_factory=T5Spec)
+    """The architecture; every key is checked (a misspelt one is an error, not ignored)."""
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
     seed: int = 0
+    """Seeds the random initialisation, so a spec and a corpus always give the same model."""
+
+    def check(self) -> list[str]:
+        return [] if self.seed >= 0 else ["seed: must be >= 0"]
 
 
 def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec):
@@ -241,7 +411,11 @@ def build_tiny_t5(
         **spec.t5,
     )
     torch.manual_seed(spec.seed)
-    model = T5ForConditionalGeneration(config)
+    if spec.t5.tie_word_embeddings:
+        model = T5ForConditionalGeneration(config)
+    else:  # lm_head a matrix of its own, as in flan-t5; sized for unit-variance logits at the start
+        model = _untied_t5_class()(config)
+        torch.nn.init.normal_(model.lm_head.weight, std=spec.t5.d_model**-0.5)
     model.generation_config = GenerationConfig(
         decoder_start_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -254,10 +428,12 @@ def build_tiny_t5(
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     write_meta(tmp, meta or ModelMeta(trained_by="radreport.modeling.build_tiny_t5 (untrained)"))
+    if (own_output_head(tmp) is None) != spec.t5.tie_word_embeddings:  # the files must say what the spec says
+        raise HeadTyingError(f"{tmp}: saved head tying differs from t5.tie_word_embeddings in {spec_path}")
     replace_dir(tmp, out_dir)
     return out_dir
 
 
 def describe(model: Any) -> str:
-    n = sum(p.numel() for p in model.parameters())
+    n = count_parameters(model)
     return f"{type(model).__name__} with {n / 1e6:.2f}M parameters"

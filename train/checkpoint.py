@@ -101,7 +101,7 @@ def export_model(accelerator, model, tokenizer, out_dir: Path, meta: ModelMeta, 
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_meta(tmp, meta)
-        verify_export(tmp, state_dict)
+        verify_export(tmp, state_dict, expected_weights(unwrapped))
         replace_dir(tmp, out_dir)
     accelerator.wait_for_everyone()
     return out_dir
@@ -111,11 +111,26 @@ class ExportError(RuntimeError):
     pass
 
 
-def verify_export(model_dir: Path, state_dict: dict) -> None:
+def expected_weights(model) -> list[list[str]]:
+    """The weights a model of this config needs, as groups of names for one tensor (tied names share a group:
+    T5's encoder and decoder embeddings are `shared`, and so is lm_head when the head is tied).
+
+    Read from the module itself, so it holds under ZeRO-3, where the parameters are empty partitions."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    named = {n for names in groups.values() for n in names}
+    buffers = [[k] for k in model.state_dict(keep_vars=True) if k not in named]  # persistent buffers
+    return list(groups.values()) + buffers
+
+
+def verify_export(model_dir: Path, state_dict: dict, expected: list[list[str]]) -> None:
     """Read back every saved tensor and compare: an empty or partial save never replaces a good one.
 
-    Reads the safetensors files directly: `from_pretrained` on one rank would enter ZeRO-3's
-    partitioned init, which needs every rank.
+    `expected` (from `expected_weights`) is what the model needs: every group must be in the files, so a head
+    the gathered dict lacks (or one save_pretrained dropped) is an error, not a silently tied model on reload.
+    Reads the safetensors files directly: `from_pretrained` on one rank would enter ZeRO-3's partitioned init,
+    which needs every rank.
     """
     from safetensors.torch import load_file
 
@@ -124,16 +139,18 @@ def verify_export(model_dir: Path, state_dict: dict) -> None:
     saved: dict = {}
     for f in sorted(model_dir.glob("*.safetensors")):
         saved.update(load_file(f))
-    for name, tensor in state_dict.items():
-        if tensor.numel() == 0:
-            raise ExportError(f"{model_dir}: {name} is empty: ZeRO-3 shards were not gathered")
-        if name not in saved:
-            # tied weights (T5's encoder/decoder embed_tokens share `shared`) are saved once
-            if "shared.weight" in saved and torch.equal(tensor.cpu(), saved["shared.weight"].to(tensor.dtype)):
-                continue
-            raise ExportError(f"{model_dir}: {name} missing from the saved files")
-        if saved[name].shape != tensor.shape or not torch.equal(saved[name].to(tensor.dtype), tensor.cpu()):
-            raise ExportError(f"{model_dir}: {name} differs after reading it back")
+    for names in expected:
+        stored = [n for n in names if n in saved]
+        if not stored:
+            raise ExportError(f"{model_dir}: {' / '.join(names)} missing from the saved files (the model needs it)")
+        gathered = next((state_dict[n] for n in names if n in state_dict), None)
+        if gathered is None:
+            raise ExportError(f"{model_dir}: {names[0]} missing from the gathered state dict")
+        if gathered.numel() == 0:
+            raise ExportError(f"{model_dir}: {names[0]} is empty: ZeRO-3 shards were not gathered")
+        for n in stored:
+            if saved[n].shape != gathered.shape or not torch.equal(saved[n].to(gathered.dtype), gathered.cpu()):
+                raise ExportError(f"{model_dir}: {n} differs after reading it back")
 
 
 def step_name(step: int) -> str:

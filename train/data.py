@@ -3,6 +3,9 @@
 Radiology findings are short (Indiana dev2: 34 words mean) while the reference padded every example
 to the maximum length, so most of its compute went to padding. Here a batch is padded only to its
 own longest member, and batches are built from examples of similar length.
+
+The tokenised rows live in an Arrow table (`datasets`); a training run reads them from its on-disk
+cache (train/cache.py), memory-mapped.
 """
 
 from __future__ import annotations
@@ -19,27 +22,57 @@ from radreport.schema import Example
 IGNORE_INDEX = -100
 
 
-class Seq2SeqRows(Dataset):
-    """Prompt-rendered, tokenised rows; item = (row index, input ids, label ids)."""
+def tokenize_rows(batch: dict, tokenizer, template: str, max_source: int, max_target: int) -> dict:
+    """`datasets.map(batched=True)` function: rows (findings, background, impression) -> token ids.
 
-    def __init__(self, examples: list[Example], tokenizer, template: str, max_source: int, max_target: int):
-        self.examples = examples
-        sources = [render(e.findings, template, e.background) for e in examples]
-        enc = tokenizer(sources, max_length=max_source, truncation=True)["input_ids"]
-        dec = tokenizer(text_target=[e.impression for e in examples], max_length=max_target, truncation=True)[
-            "input_ids"
-        ]
-        self.input_ids, self.labels = enc, dec
-        # Sort key for grouping. Each side is padded on its own, so neighbours must agree on both lengths,
-        # not on their sum: target length in buckets of 8 first, then source length (measured on the sample:
-        # 91% non-padding vs 84% for source-then-target; bench/train_throughput.py).
-        self.length_keys = np.array([(len(b) // 8) * 4096 + len(a) for a, b in zip(enc, dec, strict=True)])
+    `length_key` orders rows for grouping. Each side is padded on its own, so neighbours must agree on both
+    lengths, not on their sum: target length in buckets of 8 first, then source length (measured on the
+    sample: 91% non-padding vs 84% for source-then-target; bench/train_throughput.py)."""
+    sources = [render(f, template, b) for f, b in zip(batch["findings"], batch["background"], strict=True)]
+    enc = tokenizer(sources, max_length=max_source, truncation=True)["input_ids"]
+    dec = tokenizer(text_target=batch["impression"], max_length=max_target, truncation=True)["input_ids"]
+    keys = [(len(b) // 8) * 4096 + len(a) for a, b in zip(enc, dec, strict=True)]
+    return {"input_ids": enc, "labels": dec, "length_key": keys}
+
+
+class Seq2SeqRows(Dataset):
+    """Tokenised rows on an Arrow table (columns study_id, input_ids, labels, length_key);
+    item = (row index, input ids, label ids)."""
+
+    def __init__(self, table):
+        self.table = table
+        self._tokens = table.select_columns(["input_ids", "labels"])
+        self.length_keys = np.asarray(table["length_key"], dtype=np.int64)
+
+    @classmethod
+    def tokenize(cls, examples: list[Example], tokenizer, template: str, max_source: int, max_target: int):
+        """In memory, from Example rows (benchmarks and tests; training reads its on-disk cache)."""
+        from datasets import Dataset as Table
+
+        columns = {c: [getattr(e, c) for e in examples] for c in ("study_id", "findings", "impression", "background")}
+        table = Table.from_dict(columns).map(
+            tokenize_rows,
+            batched=True,
+            keep_in_memory=True,
+            remove_columns=["findings", "impression", "background"],
+            fn_kwargs=dict(tokenizer=tokenizer, template=template, max_source=max_source, max_target=max_target),
+        )
+        return cls(table)
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.table)
 
     def __getitem__(self, i: int):
-        return i, self.input_ids[i], self.labels[i]
+        row = self._tokens[int(i)]
+        return int(i), row["input_ids"], row["labels"]
+
+    def __getitems__(self, indices: list[int]):
+        """One Arrow read per batch (the DataLoader calls this with a batch's indices)."""
+        cols = self._tokens[[int(i) for i in indices]]
+        return list(zip((int(i) for i in indices), cols["input_ids"], cols["labels"], strict=True))
+
+    def study_ids(self, indices) -> list[str]:
+        return self.table.select_columns(["study_id"])[[int(i) for i in indices]]["study_id"]
 
 
 class BatchOrder:

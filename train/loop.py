@@ -6,6 +6,8 @@ import json
 import math
 import os
 import time
+import warnings
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DummyOptim, DummyScheduler, InitProcessGroupKwargs, set_seed
+from accelerate.utils import DummyOptim, DummyScheduler, InitProcessGroupKwargs, gather_object, set_seed
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -21,9 +23,10 @@ from eval.rouge import Rouge, mean_scores
 from radreport.build_tiny import tokenizer_corpus
 from radreport.config import to_dict
 from radreport.io import atomic_write_json
-from radreport.modeling import ModelMeta, build_tiny_t5, load_tokenizer
-from radreport.schema import LoadReport, load_examples
+from radreport.modeling import ModelMeta, build_tiny_t5, count_parameters, load_seq2seq, load_tokenizer
+from train.cache import examples, load_rows, load_tokens, prepare_rows, prepare_tokens, wait_for
 from train.checkpoint import (
+    STATE_FILE,
     TrainerState,
     complete_checkpoints,
     epoch_name,
@@ -33,9 +36,9 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.data import IGNORE_INDEX, BatchOrder, Collator, Seq2SeqRows
-from train.prepare import split_holdout
 
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped on purpose, resumable
+HUB_FILES = ["*.json", "*.safetensors", "*.model"]  # what a hub model is downloaded with
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,6 +71,18 @@ class RunLog:
             f.write(json.dumps(values) + "\n")
 
 
+def quiet_deprecated_collectives() -> None:
+    """Silence exactly the FutureWarnings DeepSpeed's ZeRO-3 triggers on every step through torch.distributed
+    calls that torch 2.13 deprecated (a 2-process CPU run printed ~55,000 of them); every other warning shows."""
+    for name in ("reduce_scatter_tensor", "all_gather_into_tensor"):
+        warnings.filterwarnings(
+            "ignore",
+            message=rf"`torch\.distributed\.{name}` is deprecated",
+            category=FutureWarning,
+            module=r"torch\.distributed\.",
+        )
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On CPU, accelerate counts a multi-process DeepSpeed run as one process unless gloo is named.
     # A plain `python -m train` (no launcher, no WORLD_SIZE) has no process group to configure.
@@ -80,27 +95,13 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
-def load_data(cfg: TrainConfig, info):
-    report = LoadReport(cfg.data.train)
-    train_rows = load_examples(cfg.data.train, skip_bad=cfg.data.skip_bad_rows, report=report)
-    info(report.summary())
-    if cfg.data.validation:
-        vreport = LoadReport(cfg.data.validation)
-        val_rows = load_examples(cfg.data.validation, skip_bad=cfg.data.skip_bad_rows, report=vreport)
-        info(vreport.summary())
-    else:
-        train_rows, val_rows = split_holdout(train_rows, cfg.data.val_fraction, cfg.seed)
-        info(f"held out {len(val_rows)} validation rows (findings-disjoint), {len(train_rows)} left to train on")
-    return train_rows, val_rows
-
-
-def load_model_source(cfg: TrainConfig, output_dir: Path, train_rows) -> str:
+def load_model_source(cfg: TrainConfig, output_dir: Path, rows_dir: Path) -> str:
     """The directory or hub id to load; called before any process group exists.
 
     The tiny model is built by local rank 0 of every node (nodes may not share a disk; the build is
     deterministic, so every copy is the same) outside DeepSpeed's ZeRO-3 context; the other local
     ranks wait for the directory, which appears complete in one rename. A hub id is downloaded once
-    per node the same way.
+    per node the same way (the other ranks find it in the cache once the process group has started).
     """
     local_rank = os.environ.get("LOCAL_RANK", "0")
     if not cfg.model.tiny_spec:
@@ -109,17 +110,82 @@ def load_model_source(cfg: TrainConfig, output_dir: Path, train_rows) -> str:
         if local_rank == "0":
             from huggingface_hub import snapshot_download
 
-            snapshot_download(cfg.model.name, allow_patterns=["*.json", "*.safetensors", "*.model"])
-        return cfg.model.name  # other ranks find it in the cache (from_pretrained retries the download otherwise)
+            snapshot_download(cfg.model.name, allow_patterns=HUB_FILES)
+        return cfg.model.name
     init_dir = output_dir / "init-model"
     if local_rank == "0" and not init_dir.is_dir():
-        build_tiny_t5(cfg.model.tiny_spec, tokenizer_corpus(train_rows, cfg.data.prompt_template), init_dir)
-    deadline = time.time() + 600
-    while not init_dir.is_dir():
-        if time.time() > deadline:
-            raise RuntimeError(f"{init_dir} did not appear (local rank 0 failed to build it?)")
-        time.sleep(0.5)
+        corpus = tokenizer_corpus(examples(load_rows(rows_dir)[0]), cfg.data.prompt_template)
+        build_tiny_t5(cfg.model.tiny_spec, corpus, init_dir)
+    wait_for(init_dir, "the tiny model (local rank 0 failed to build it?)", 600)
     return str(init_dir)
+
+
+def load_training_model(cfg: TrainConfig, source: str):
+    """The model, with every rank together (ZeRO-3 partitions the weights while loading), keeping the
+    checkpoint's own head tying (radreport.modeling.load_seq2seq explains why that needs care)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    model_dir = source
+    if not Path(source).is_dir():  # a hub id: local rank 0 downloaded it before the process group started
+        from huggingface_hub import snapshot_download
+
+        model_dir = snapshot_download(source, allow_patterns=HUB_FILES, local_files_only=True)
+    gather = None
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters
+    model = load_seq2seq(model_dir, torch.float32, gather=gather)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model, load_tokenizer(model_dir)
+
+
+def build_loaders(cfg: TrainConfig, accelerator: Accelerator, pad_id: int, train_ds: Seq2SeqRows, val_ds):
+    """(batch order, train, validation-loss and ROUGE loaders); the ROUGE loader is None when rouge_samples=0.
+
+    Each loader has its own generator: making an iterator draws a seed from it, and drawing from the
+    global RNG instead would shift every dropout mask after a resume."""
+    fixed = cfg.batch.batching == "max_length"
+    collate = Collator(
+        pad_id,
+        cfg.batch.pad_to_multiple_of,
+        cfg.data.max_source_tokens if fixed else 0,
+        cfg.data.max_target_tokens if fixed else 0,
+    )
+    eval_collate = Collator(pad_id, cfg.batch.pad_to_multiple_of)
+    order = BatchOrder(
+        train_ds.length_keys,
+        cfg.batch.per_device,
+        accelerator.num_processes,
+        cfg.seed,
+        cfg.batch.batching,
+        cfg.batch.group_size,
+    )
+    loader_rng = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
+    train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate, generator=loader_rng())
+    val_sorted = np.argsort(val_ds.length_keys, kind="stable").tolist()  # similar lengths per eval batch
+    val_dl = DataLoader(
+        Subset(val_ds, val_sorted),
+        batch_size=cfg.batch.eval_per_device,
+        collate_fn=eval_collate,
+        generator=loader_rng(),
+    )
+    rouge_dl = None
+    if cfg.eval.rouge_samples:
+        # A fixed sample, longest prompt first: consecutive batches (one per process) hold similar lengths, and a
+        # batch too large for memory fails on the first one, not after most of the work.
+        pick = np.random.default_rng(cfg.seed).permutation(len(val_ds))[: cfg.eval.rouge_samples]
+        source_len = np.array([len(x) for x in val_ds.table.select(pick.tolist())["input_ids"]])
+        longest_first = pick[np.argsort(-source_len, kind="stable")].tolist()
+        rouge_dl = DataLoader(
+            Subset(val_ds, longest_first),
+            batch_size=cfg.eval.generation_batch_size,
+            collate_fn=eval_collate,
+            generator=loader_rng(),
+        )
+    return order, train_dl, val_dl, rouge_dl
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int, warmup: int):
@@ -133,26 +199,57 @@ def lr_lambda(cfg: TrainConfig, total_steps: int, warmup: int):
     return f
 
 
+def build_optimizer(cfg: TrainConfig, model, ds_cfg: dict, total_steps: int):
+    """(optimizer, scheduler, whether DeepSpeed owns both); one scheduler step per optimizer step."""
+    warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * total_steps)
+    if "optimizer" in ds_cfg:  # e.g. ZeRO-Offload: DeepSpeed's CPU Adam, and its own scheduler
+        optimizer = DummyOptim(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        return optimizer, DummyScheduler(optimizer, total_num_steps=total_steps, warmup_num_steps=warmup), True
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, warmup)), False
+
+
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     tok = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
     mask = (labels != IGNORE_INDEX).float()
     return (tok * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg: TrainConfig) -> dict:
-    model.eval()
+def validation_loss(accelerator, model, val_dl) -> float:
     losses = []
     with torch.no_grad():
         for batch in val_dl:
             batch.pop("row")
             out = model(**batch)
             losses.append(accelerator.gather_for_metrics(per_example_loss(out.logits, batch["labels"])))
-    metrics = {"eval_loss": float(torch.cat(losses).mean())}
-    if rouge_dl is not None:
-        unwrapped = accelerator.unwrap_model(model)
-        preds, refs = [], []
-        with torch.no_grad():
-            for batch in rouge_dl:
+    return float(torch.cat(losses).mean())
+
+
+class GenerationDrill(RuntimeError):
+    pass
+
+
+def validation_rouge(accelerator, model, tokenizer, rouge_dl, cfg: TrainConfig, epoch: int) -> dict:
+    """Beam search over the ROUGE sample, scored. A failure (out of memory, any exception) is returned as
+    `{"eval_rouge_error": ...}` instead of ending the run: after every batch all ranks add up a failure flag,
+    so every rank stops together and nobody waits in a collective the others have left.
+
+    What this cannot undo: under ZeRO-3 a rank that fails in the middle of a forward pass has left the others
+    inside a parameter gather; they wait for the process group's timeout (30 minutes) and the run dies. The
+    epoch's checkpoint is written before validation, so a restart resumes after it."""
+    unwrapped = accelerator.unwrap_model(model)
+    preds, refs = [], []
+    drill = cfg.inject_generation_failure_at_epoch == epoch + 1
+    with torch.no_grad():
+        for batch in rouge_dl:
+            error = ""
+            try:
                 # ZeRO-3: every rank must join every forward of generate, or the gather of parameters hangs.
                 gen = unwrapped.generate(
                     input_ids=batch["input_ids"],
@@ -161,22 +258,66 @@ def evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg: TrainConfig) 
                     max_new_tokens=cfg.eval.max_new_tokens,
                     synced_gpus=accelerator.num_processes > 1,
                 )
-                gen = accelerator.pad_across_processes(gen, dim=1, pad_index=tokenizer.pad_token_id)
-                labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE_INDEX)
-                gen, labels = accelerator.gather_for_metrics((gen, labels))
-                labels = labels.masked_fill(labels == IGNORE_INDEX, tokenizer.pad_token_id)
-                preds += tokenizer.batch_decode(gen, skip_special_tokens=True)
-                refs += tokenizer.batch_decode(labels, skip_special_tokens=True)
-        scores = mean_scores(Rouge().score_all(refs, preds))
-        metrics.update({f"eval_{k}": v for k, v in scores.items()})
+                if drill and accelerator.process_index == accelerator.num_processes - 1:
+                    raise GenerationDrill(f"generation failure injected at epoch {epoch + 1} (drill)")
+            except Exception as e:  # noqa: BLE001  out of memory is a RuntimeError; any failure is reported alike
+                error = f"{type(e).__name__}: {str(e)[:300]}"
+            failed = torch.tensor([1.0 if error else 0.0], device=accelerator.device)
+            if float(accelerator.reduce(failed, "sum")) > 0:  # every rank leaves here together
+                errors = gather_object([error]) if accelerator.num_processes > 1 else [error]
+                return {"eval_rouge_error": "; ".join(f"rank {r}: {e}" for r, e in enumerate(errors) if e)}
+            gen = accelerator.pad_across_processes(gen, dim=1, pad_index=tokenizer.pad_token_id)
+            labels = accelerator.pad_across_processes(batch["labels"], dim=1, pad_index=IGNORE_INDEX)
+            gen, labels = accelerator.gather_for_metrics((gen, labels))
+            labels = labels.masked_fill(labels == IGNORE_INDEX, tokenizer.pad_token_id)
+            preds += tokenizer.batch_decode(gen, skip_special_tokens=True)
+            refs += tokenizer.batch_decode(labels, skip_special_tokens=True)
+    scores = mean_scores(Rouge().score_all(refs, preds))
+    return {f"eval_{k}": v for k, v in scores.items()}
+
+
+def end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, output_dir, state: TrainerState, epoch, log):
+    """Checkpoint first, then validation: whatever validation does, the epoch is kept. The validation result
+    (history, best epoch) is then written into that checkpoint's trainer_state.json."""
+    state.epoch, state.batches_done = epoch + 1, 0
+    ckpt = save_checkpoint(accelerator, output_dir, state, epoch_name(epoch + 1), cfg.checkpoint.keep_last)
+    model.eval()
+    metrics = {"eval_loss": validation_loss(accelerator, model, val_dl)}
+    if rouge_dl is not None:
+        metrics.update(validation_rouge(accelerator, model, tokenizer, rouge_dl, cfg, epoch))
     model.train()
-    return metrics
+    if "eval_rouge_error" in metrics:
+        log.info(
+            f"validation ROUGE failed at epoch {epoch + 1} ({metrics['eval_rouge_error']}); training goes on "
+            f"(checkpoint {ckpt.name} is saved). If it ran out of memory, lower eval.generation_batch_size."
+        )
+    metrics.update({"epoch": float(epoch + 1), "step": state.global_step})
+    log.log(metrics)
+    state.history.append(metrics)
+    key = cfg.eval.metric_for_best
+    value = metrics.get(f"eval_{key}" if key != "eval_loss" else key)
+    lower_is_better = key == "eval_loss"
+    if value is not None and (
+        state.best_metric is None or (value < state.best_metric if lower_is_better else value > state.best_metric)
+    ):
+        state.best_metric, state.best_epoch, state.best_checkpoint = value, epoch + 1, ckpt.name
+    if accelerator.is_local_main_process and ckpt.is_dir():  # the same state, now with this epoch's validation
+        atomic_write_json(ckpt / STATE_FILE, asdict(state))
+    accelerator.wait_for_everyone()
 
 
 def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    train_rows, val_rows = load_data(cfg, print if os.environ.get("RANK", "0") == "0" else (lambda *_: None))
-    source = load_model_source(cfg, output_dir, train_rows)
+    """Fine-tune `cfg.model` on `cfg.data` into `output_dir`; returns the exit status (0).
+
+    In order: the data (read, checked and cached before any process group exists), the model and tokenizer
+    (every rank together), the tokenised cache, loaders, optimizer and schedule, `accelerator.prepare`, a resume
+    from the newest complete checkpoint, the loop (one optimizer step per `gradient_accumulation_steps`
+    micro-batches; loss lines every `log_every_steps`; step checkpoints), an epoch end (checkpoint, then
+    validation), and the export of the best epoch to `output_dir/model`. Raises NonFiniteLoss (every rank
+    stops before the update) and Interrupted (the preemption drill)."""
+    quiet_deprecated_collectives()
+    rows_dir = prepare_rows(cfg, output_dir)  # may raise DataError before anything is written
+    source = load_model_source(cfg, output_dir, rows_dir)
     accelerator = make_accelerator(cfg)
     log = RunLog(accelerator, output_dir)
     set_seed(cfg.seed)
@@ -184,78 +325,25 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     ds_cfg = deepspeed.deepspeed_config if deepspeed else {}
     if accelerator.is_main_process:
         atomic_write_json(output_dir / "train_config.json", to_dict(cfg))
+    for line in load_rows(rows_dir)[2]:
+        log.info(line)
 
-    # ---- model (every rank together: ZeRO-3 partitions the weights while loading)
-    tokenizer = load_tokenizer(source)
-    from transformers import AutoModelForSeq2SeqLM
-
-    model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch.float32)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+    # ---- model, tokenised data, loaders
+    model, tokenizer = load_training_model(cfg, source)
     log.info(
-        f"model {source}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
-        f"(shown per rank under ZeRO-3), {accelerator.num_processes} processes, "
+        f"model {source}: {count_parameters(model) / 1e6:.1f}M parameters, {accelerator.num_processes} processes, "
         f"{'DeepSpeed ZeRO-' + str(ds_cfg.get('zero_optimization', {}).get('stage')) if deepspeed else 'no DeepSpeed'}"
     )
-
-    args = (tokenizer, cfg.data.prompt_template, cfg.data.max_source_tokens, cfg.data.max_target_tokens)
-    train_ds, val_ds = Seq2SeqRows(train_rows, *args), Seq2SeqRows(val_rows, *args)
-    fixed = cfg.batch.batching == "max_length"
-    collate = Collator(
-        tokenizer.pad_token_id,
-        cfg.batch.pad_to_multiple_of,
-        cfg.data.max_source_tokens if fixed else 0,
-        cfg.data.max_target_tokens if fixed else 0,
-    )
-    eval_collate = Collator(tokenizer.pad_token_id, cfg.batch.pad_to_multiple_of)
-    order = BatchOrder(
-        train_ds.length_keys,
-        cfg.batch.per_device,
-        accelerator.num_processes,
-        cfg.seed,
-        cfg.batch.batching,
-        cfg.batch.group_size,
-    )
-    # Each loader has its own generator: making an iterator draws a seed from it, and drawing from the
-    # global RNG instead would shift every dropout mask after a resume.
-    loader_rng = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
-    train_dl = DataLoader(train_ds, batch_sampler=order, collate_fn=collate, generator=loader_rng())
-    val_sorted = np.argsort(val_ds.length_keys, kind="stable").tolist()  # similar lengths per eval batch
-    val_dl = DataLoader(
-        Subset(val_ds, val_sorted),
-        batch_size=cfg.batch.eval_per_device,
-        collate_fn=eval_collate,
-        generator=loader_rng(),
-    )
-    rouge_dl = None
-    if cfg.eval.rouge_samples:
-        pick = np.random.default_rng(cfg.seed).permutation(len(val_ds))[: cfg.eval.rouge_samples]
-        rouge_dl = DataLoader(
-            Subset(val_ds, sorted(pick.tolist())),
-            batch_size=cfg.batch.eval_per_device,
-            collate_fn=eval_collate,
-            generator=loader_rng(),
-        )
+    tokens_dir, built = prepare_tokens(cfg, output_dir, rows_dir, tokenizer, accelerator)
+    log.info(f"{'tokenised into' if built else 'tokens read from'} {tokens_dir}")
+    train_ds, val_ds = (Seq2SeqRows(t) for t in load_tokens(tokens_dir))
+    order, train_dl, val_dl, rouge_dl = build_loaders(cfg, accelerator, tokenizer.pad_token_id, train_ds, val_ds)
 
     # ---- optimizer and schedule (one scheduler step per optimizer step)
     micro_per_epoch = math.ceil(len(order) / accelerator.num_processes)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.batch.gradient_accumulation_steps)
     total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    warmup = cfg.optim.warmup_steps or int(cfg.optim.warmup_ratio * total_steps)
-    ds_owns_optimizer = "optimizer" in ds_cfg
-    if ds_owns_optimizer:  # e.g. ZeRO-Offload: DeepSpeed's CPU Adam, and its own scheduler
-        optimizer = DummyOptim(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        scheduler = DummyScheduler(optimizer, total_num_steps=total_steps, warmup_num_steps=warmup)
-    else:
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=cfg.optim.lr,
-            betas=tuple(cfg.optim.betas),
-            eps=cfg.optim.eps,
-            weight_decay=cfg.optim.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps, warmup))
+    optimizer, scheduler, ds_owns_optimizer = build_optimizer(cfg, model, ds_cfg, total_steps)
     if deepspeed:  # our config is the one source of these numbers; the JSON says "auto"
         if ds_cfg.get("gradient_clipping", "auto") == "auto":
             ds_cfg["gradient_clipping"] = cfg.optim.max_grad_norm
@@ -317,7 +405,7 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                     loss = model(**batch).loss
                     if cfg.inject_nonfinite_at_step and state.global_step + 1 == cfg.inject_nonfinite_at_step:
                         loss = loss * float("nan")
-                    check_finite(accelerator, loss, rows, train_rows, state, epoch)
+                    check_finite(accelerator, loss, rows, train_ds, state, epoch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and not deepspeed:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
@@ -359,25 +447,17 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                 if state.global_step >= total_steps:
                     finished = True
                     break
-            # ---- epoch end: validation, best tracking, checkpoint
-            state.epoch, state.batches_done = epoch + 1, 0
-            metrics = evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg)
-            metrics.update({"epoch": float(epoch + 1), "step": state.global_step})
-            log.log(metrics)
-            state.history.append(metrics)
-            key = cfg.eval.metric_for_best
-            value = metrics.get(f"eval_{key}" if key != "eval_loss" else key)
-            lower_is_better = key == "eval_loss"
-            if value is not None and (
-                state.best_metric is None
-                or (value < state.best_metric if lower_is_better else value > state.best_metric)
-            ):
-                state.best_metric, state.best_epoch, state.best_checkpoint = value, epoch + 1, epoch_name(epoch + 1)
-            save_checkpoint(accelerator, output_dir, state, epoch_name(epoch + 1), cfg.checkpoint.keep_last)
+            end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, output_dir, state, epoch, log)
     finally:
         bar.close()
 
-    # ---- export the best epoch, once
+    export_best(accelerator, model, tokenizer, cfg, output_dir, state, log)
+    accelerator.end_training()
+    return 0
+
+
+def export_best(accelerator, model, tokenizer, cfg: TrainConfig, output_dir: Path, state: TrainerState, log) -> None:
+    """Load the best epoch's checkpoint (if it is not the last) and export it, once, to output_dir/model."""
     best = output_dir / "checkpoints" / state.best_checkpoint
     if state.best_checkpoint and state.best_epoch != state.epoch and best.is_dir():
         log.info(
@@ -397,16 +477,14 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
         f"exported {output_dir / 'model'} (best epoch {state.best_epoch}, {cfg.eval.metric_for_best}="
         f"{state.best_metric if state.best_metric is not None else float('nan'):.4f})"
     )
-    accelerator.end_training()
-    return 0
 
 
-def check_finite(accelerator, loss, rows, train_rows, state: TrainerState, epoch: int) -> None:
+def check_finite(accelerator, loss, rows, train_ds: Seq2SeqRows, state: TrainerState, epoch: int) -> None:
     """All ranks agree to stop if any rank's loss is inf/NaN; the error names step, batch and studies."""
     bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
     if float(accelerator.reduce(bad, "sum")) == 0:
         return
-    studies = [train_rows[int(i)].study_id for i in rows] if not torch.isfinite(loss) else []
+    studies = train_ds.study_ids(rows.tolist()) if not torch.isfinite(loss) else []
     where = f"this rank's batch: study_ids {studies}" if studies else "on another rank"
     raise NonFiniteLoss(
         f"non-finite loss at optimizer step {state.global_step + 1} (epoch {epoch + 1}, "

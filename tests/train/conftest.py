@@ -80,4 +80,5 @@ def uninterrupted_run(tmp_path_factory, small_train_file) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
     r = launch(out, small_run_overrides(small_train_file))
     assert r.returncode == 0, r.stderr[-4000:]
+    out.with_suffix(".log").write_text(r.stdout + r.stderr)  # what the user saw, for the log tests
     return out
