@@ -104,7 +104,11 @@ def read_and_split(cfg: TrainConfig) -> tuple[list[Example], list[Example], list
     if d.validation:
         return train, load("validation"), lines
     n = len(train)
-    train, val = split_holdout(train, d.val_fraction, cfg.seed)
+    # split_holdout holds out at least one row; a fraction that rounds to none is a config mistake to name
+    if round(d.val_fraction * n) == 0:
+        val = []
+    else:
+        train, val = split_holdout(train, d.val_fraction, cfg.seed, source=f"data.train ({d.train})")
     if not val:
         raise DataError(
             f"data.val_fraction: {d.val_fraction} of the {n} rows of {d.train} holds out no validation row; "
