@@ -9,8 +9,8 @@ gets training study 0 by the same rule.
 Identical findings texts (radiology templates repeat thousands of times) are one document: for the
 inverse document frequencies and for the search, where the lowest index among them answers.
 
-It is the bar a trained model must clear: on Indiana reports it beats the reference's fine-tuned
-flan-t5-xl on ROUGE-L, and unlike a constant it names abnormal findings.
+It is the bar a trained model must clear: on held-out Indiana reports (docs/quality.md) it scores ROUGE-L
+0.546 where the most frequent impression scores 0.429, and abnormal F1 0.235 where a constant scores 0.
 """
 
 from __future__ import annotations
