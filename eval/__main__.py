@@ -115,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "report":
         from eval.report import build_report, check_report_dir
 
+        seen: dict[Path, Path] = {}
         for f in a.predictions:
             existing_file(f, "predictions")
+            if f.resolve() in seen:
+                raise InputError(f"predictions: {f} is given twice (also as {seen[f.resolve()]})")
+            seen[f.resolve()] = f
         if a.train:
             existing_file(a.train, "--train")
         check_report_dir(a.out)

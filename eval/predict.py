@@ -125,10 +125,13 @@ def predict(
     data = Path(data)
     examples = load_examples(data)  # names file and lines of a bad row or a duplicate study_id
     dev = check_device(device)
-    tokenizer = load_tokenizer(model_dir)  # refuses a directory without its tokenizer, or with another model's
-    meta = read_meta(model_dir)
     torch_dtype = resolve_dtype(dtype, dev)
-    model = load_model(model_dir, torch_dtype, dev)
+    try:
+        tokenizer = load_tokenizer(model_dir)  # refuses a directory without its tokenizer, or with another model's
+        meta = read_meta(model_dir)
+        model = load_model(model_dir, torch_dtype, dev)
+    except OSError as e:  # a hub id the hub cannot provide (offline machines: always)
+        raise InputError(f"--model: {model_dir}: not a local model directory, and not on the hub ({e})") from None
     params = params_from_model(model, num_beams=num_beams, max_new_tokens=max_new_tokens)
     problems = params.check()
     if problems:

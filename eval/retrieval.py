@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from radreport.errors import InputError
 from radreport.schema import Example
 
 # Queries per product: the scores of one batch are a dense (distinct training texts x QUERY_BATCH) float32
@@ -37,7 +38,10 @@ class Retriever:
             lowercase=True, ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b", sublinear_tf=True, dtype=np.float32
         )
         # distinct texts x terms, by column: a batch of queries needs only the columns of its own terms
-        self.matrix = self.vectorizer.fit_transform(list(first)).tocsc()
+        try:
+            self.matrix = self.vectorizer.fit_transform(list(first)).tocsc()
+        except ValueError as e:  # scikit-learn: "empty vocabulary"
+            raise InputError(f"training data: no word to index in any findings text ({e})") from None
         self.impressions = [e.impression for e in train]
 
     def nearest(self, findings: list[str]) -> np.ndarray:

@@ -208,3 +208,16 @@ def test_baselines_out_is_a_file(capsys, ws, sample_dir):
 def test_baselines_unknown_data_format(capsys, ws, sample_dir):
     data = _write_case(ws, "dev2.txt", "findings")
     refused(capsys, ws, _baselines(ws, sample_dir / "train.json", data), f"{data}: unknown data format '.txt'")
+
+
+def test_report_refuses_a_file_given_twice(capsys, ws):
+    good = str(ws / "good.jsonl")
+    refused(capsys, ws, ["report", good, good, "--out", str(ws / "report")], f"predictions: {good} is given twice")
+
+
+def test_baselines_refuse_training_findings_without_words(capsys, ws, sample_dir):
+    rows = [{"study_id": str(i), "findings": "...", "impression": "No acute disease."} for i in range(3)]
+    train = _write_case(ws, "train.json", json.dumps(rows))
+    refused(
+        capsys, ws, _baselines(ws, train, sample_dir / "dev2.json"), "training data: no word to index in any findings"
+    )

@@ -265,3 +265,10 @@ def test_model_with_truncated_weights(capsys, model_copy, data, earlier):
     weights = model_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     refused(capsys, predict_argv(model_copy, data, earlier), earlier, f"{model_copy}: the model cannot be loaded")
+
+
+def test_a_hub_id_that_cannot_be_fetched(capsys, data, earlier, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    refused(
+        capsys, predict_argv("nobody/no-such-model", data, earlier), earlier, "--model: nobody/no-such-model: not a"
+    )
