@@ -201,8 +201,10 @@ PRE_NEGATION = (
     r"|\bresolving\b|\bclear of\b|\bclearing of\b|\brather than\b|\bnor\b|\bremoval of\b|\bremoved\b"
     r"|(?<!cannot )(?<!can not )(?<!not )\brule(?:d)? out\b|\bexclude[sd]?\b|\bnegative\b"
 )
-# "no change in the effusion", "no significant interval increase in the opacity": the finding is there.
+# "no change in the effusion", "no significant interval increase in the opacity": the finding is there;
+# "cannot exclude an effusion" hedges it.
 PSEUDO_NEGATION = (
+    r"\b(?:cannot|can not|could not|not) (?:be )?(?:entirely |completely |definitely )?(?:exclude[sd]?|ruled? out)\b|"
     r"\b(?:no|without)\s+(?:(?:significant|appreciable|substantial|definite|marked|interval|further|other|"
     r"real|major|acute|new|short-term)\s+)*(?:change|increase|decrease|worsening|progression|improvement|"
     r"difference|interval change)\w*\b|\bnot (?:only|significantly changed|changed)\b|\bno longer\b(?= (?:the|a)\b)"
@@ -225,8 +227,9 @@ SCOPE_END = (
     r"|borderline|increased|increasing|decreased|decreasing|improved|improving|worsened|worsening|again)\b"
 )
 UNCERTAIN = (
-    r"\bmay\b|\bmight\b|\bpossibl\w*|\bprobabl\w*|\blikely\b|\bcannot be (?:excluded|ruled out)|\bcould\b"
-    r"|\bcan not be (?:excluded|ruled out)|\bcannot exclude\b|\bsuspicious for\b|\bconcerning for\b|\bsuggest\w*"
+    r"\bmay\b|\bmight\b|\bpossibl\w*|\bprobabl\w*|\blikely\b|\bcould\b"
+    r"|\b(?:cannot|can not|could not) (?:be )?(?:entirely )?(?:exclude[sd]?|ruled? out)\b"
+    r"|\bsuspicious for\b|\bconcerning for\b|\bsuggest\w*"
     r"|\bquestionabl\w*|\bquestion of\b|\bversus\b|\bvs\b|\bequivocal\b|\brepresent\w*|\bdifferential\b"
     r"|\bnot excluded\b|\bor\b|\bsuspect\w*|\bworrisome\b|\bpresum\w*|\bconsider\w*|\bconcern\b|\bperhaps\b"
     r"|\bvague\w*|\bsubtle\b|\bfavor\w*|\bsuspicion\b|\bpotential\w*"

@@ -164,6 +164,9 @@ def test_calcified_granuloma_is_not_normal_either():
         ("The previously seen effusion is no longer visualized.", "Pleural Effusion", "negative"),
         ("No pneumonia, effusions, edema, pneumothorax, adenopathy, nodules or masses.", "Lung Lesion", "negative"),
         ("Chest tube has been removed.", "Support Devices", "negative"),
+        ("Cannot exclude a small left effusion.", "Pleural Effusion", "uncertain"),
+        ("Can not exclude early pneumonia.", "Pneumonia", "uncertain"),
+        ("A small effusion is not excluded.", "Pleural Effusion", "uncertain"),
     ],
 )
 def test_negation_scope(text, observation, state):
