@@ -1,4 +1,8 @@
-"""Prediction files: JSONL, one `{"id", "dataset", "model", "findings", "reference", "prediction"}` a line."""
+"""Prediction files: JSONL, one `{"id", "dataset", "model", "findings", "reference", "prediction"}` a line.
+
+`dataset` names files of the report (its box plots), so it must be a safe file name (radreport.paths.safe_name):
+a file's contents never choose where anything is written.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 from pathlib import Path
 
 from radreport.errors import InputError
+from radreport.paths import safe_name
 
 FIELDS = ("id", "dataset", "model", "findings", "reference", "prediction")
 
@@ -34,6 +39,10 @@ def read_predictions(path: str | Path) -> list[dict]:
         for f in ("id", "dataset", "model", "reference"):
             if not row[f].strip():
                 raise PredictionError(f"{path}:{lineno}: field '{f}' is empty")
+        try:
+            safe_name(row["dataset"], f"{path}:{lineno}: field 'dataset'")
+        except InputError as e:
+            raise PredictionError(str(e)) from None
         key = (row["dataset"], row["model"], row["id"])
         if key in seen:
             raise PredictionError(f"{path}:{lineno}: duplicate id {row['id']!r} (first on line {seen[key]})")

@@ -1,7 +1,9 @@
 """The report, regenerated from prediction files alone: report.md, report.html, scores.csv, examples.csv, box plots.
 
 Running it twice on the same files gives byte-identical output (seeded bootstrap, sorted rows,
-PNGs written without timestamps).
+PNGs written without timestamps). The whole report is built in a directory beside --out and swapped
+in at the end, so a failure leaves the previous report as it was, never half of two runs. An --out
+that holds anything but a report is refused before any work: nothing but a report is ever replaced.
 """
 
 from __future__ import annotations
@@ -10,25 +12,47 @@ import base64
 import csv
 import html
 import io
+import re
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from eval.baselines import baseline_rows, most_frequent_impression
-from eval.labeler import OBSERVATIONS, agreement
+from eval.baselines import NEEDS_TRAIN, baseline_rows
+from eval.clinical import SCORED
 from eval.prediction_file import PredictionError, read_predictions
 from eval.rouge import ROUGE_KEYS, Rouge
 from eval.score import aggregate, score_rows
 from eval.stats import paired_bootstrap
-from radreport.io import atomic_write_bytes, atomic_write_text
+from radreport.errors import InputError
+from radreport.io import replace_dir
+from radreport.paths import output_dir
 from radreport.schema import Example
 
 NAMES = {"rouge1": "ROUGE1", "rouge2": "ROUGE2", "rougeL": "ROUGEL", "rougeLsum": "ROUGELsum"}
+_REPORT_FILE = re.compile(r"report\.md|report\.html|scores\.csv|examples\.csv|boxplot-[A-Za-z0-9._-]+\.png")
+
+
+def check_report_dir(out: str | Path) -> Path:
+    """--out must be new, empty, or a previous report: the report replaces it whole, and must never delete
+    anything else (say, the predictions it was given)."""
+    out = output_dir(out, "--out")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and _REPORT_FILE.fullmatch(p.name)))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise InputError(
+                f"--out: {out} holds files that are not part of a report ({shown}); the report replaces its "
+                "directory whole, so name a new or empty directory"
+            )
+    return out
 
 
 def collect(files: list[Path], train: list[Example] | None) -> dict[str, dict[str, list[dict]]]:
-    """{dataset: {model: rows}}, with the trivial baselines added where missing; ids must match per dataset."""
+    """{dataset: {model: rows}}, with the baselines added where missing; ids must match per dataset.
+
+    last-sentence always; most-frequent and retrieval when training data is given."""
     data: dict[str, dict[str, list[dict]]] = defaultdict(dict)
     source: dict[tuple[str, str], Path] = {}
     for f in files:
@@ -51,12 +75,9 @@ def collect(files: list[Path], train: list[Example] | None) -> dict[str, dict[st
             Example(r["id"], "", r["findings"], r["reference"])
             for r in sorted(models[first_model], key=lambda r: r["id"])
         ]
-        if "baseline-last-sentence" not in models:
-            models["baseline-last-sentence"] = baseline_rows("last-sentence", examples, dataset)
-        if train and "baseline-most-frequent" not in models:
-            models["baseline-most-frequent"] = baseline_rows(
-                "most-frequent", examples, dataset, most_frequent_impression(train)
-            )
+        for name in ("last-sentence", *(NEEDS_TRAIN if train else ())):
+            if f"baseline-{name}" not in models:
+                models[f"baseline-{name}"] = baseline_rows(name, examples, dataset, train)
     return {
         d: {m: sorted(rows, key=lambda r: r["id"]) for m, rows in sorted(ms.items())} for d, ms in sorted(data.items())
     }
@@ -143,8 +164,8 @@ def boxplot_png(dataset: str, scored: dict[str, list[dict]]) -> bytes:
     return buf.getvalue()
 
 
-def _f(x: float) -> str:
-    return f"{x:.4f}"
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def _csv(header, rows) -> str:
@@ -155,9 +176,29 @@ def _csv(header, rows) -> str:
     return buf.getvalue()
 
 
-def build_report(
-    files: list[Path], out: Path, train: list[Example] | None = None, aws_compatible: bool = False, worst: int = 5
-) -> Path:
+def _by_ref_mean(a: dict, group: str, key: str) -> float | None:
+    stats = a["rouge_by_reference"][group][key]
+    return None if stats is None else stats["mean"]
+
+
+def _headline_metrics(a: dict) -> dict[str, float | None]:
+    """The numbers of the headline table (and of scores.csv), by metric name."""
+    c, col = a["clinical"], a["collapse"]
+    return {
+        "micro_f1_abnormal": c["micro_f1_abnormal"],
+        "micro_f1_standard_five": c["micro_f1_standard_five"],
+        "rougeL": a["rougeL"]["mean"],
+        "rougeL_normal_references": _by_ref_mean(a, "normal", "rougeL"),
+        "rougeL_abnormal_references": _by_ref_mean(a, "abnormal", "rougeL"),
+        "no_finding_f1": c["no_finding"]["f1"],
+        "distinct_predictions": col["distinct_predictions"],
+        "top_prediction_share": col["top_prediction_share"],
+        "abnormal_answered_normal": col["abnormal_answered_normal"],
+    }
+
+
+def render_report(files: list[Path], train: list[Example] | None, aws_compatible: bool, worst: int) -> dict[str, bytes]:
+    """Every file of the report, by name, in memory: nothing is written until all of it exists."""
     rouge = Rouge(aws_compatible)
     data = collect(files, train)
     scored = {d: {m: score_rows(rows, rouge) for m, rows in ms.items()} for d, ms in data.items()}
@@ -167,16 +208,60 @@ def build_report(
     doc.p(f"ROUGE mode: {rouge.mode}. F-measures, mean over examples; empty predictions score 0 and are counted.")
     doc.p("Sources: " + ", ".join(sorted(f.name for f in files)))
 
+    doc.h("Headline: clinical agreement and collapse")
+    doc.p(
+        "Abnormal F1: micro-F1 of the CheXpert labeler's findings in the prediction against those in the reference, "
+        "over the 12 abnormal observations (No Finding and Support Devices excluded); standard-5 F1: the same over "
+        "Atelectasis, Cardiomegaly, Consolidation, Edema and Pleural Effusion. Uncertain counts as positive. A model "
+        "that always writes a normal impression scores 0 on both, however many references are normal. ROUGE-L is "
+        "split by whether the reference names an abnormal observation. Collapse: distinct predictions, the share "
+        "of the single most common prediction, and the share of abnormal references answered with a normal "
+        "impression. n/a: nothing to score (no abnormal observation in references or predictions)."
+    )
+    doc.table(
+        [
+            "dataset",
+            "model",
+            "n",
+            "abnormal F1",
+            "standard-5 F1",
+            "ROUGE-L",
+            "ROUGE-L normal refs",
+            "ROUGE-L abnormal refs",
+            "No Finding F1",
+            "distinct predictions",
+            "top prediction share",
+            "abnormal answered normal",
+        ],
+        [
+            [d, m, a["n"]] + [str(v) if k == "distinct_predictions" else _f(v) for k, v in _headline_metrics(a).items()]
+            for d in aggs
+            for m, a in aggs[d].items()
+        ],
+    )
+    doc.p(
+        "Baselines stand beside the models on purpose: on Indiana dev2 a constant 'No acute cardiopulmonary "
+        "abnormality.' scores ROUGE-1 about 0.475, above the reference's fine-tuned 0.466, and 0 abnormal F1. "
+        "baseline-retrieval (the impression of the training study with the most similar findings) is the bar a "
+        "trained model must clear."
+    )
+
     doc.h("ROUGE by dataset and model")
     header = ["dataset"] + [f"{m} {NAMES[k]}" for m in models for k in ROUGE_KEYS]
     doc.table(
         header,
         [[d] + [(_f(aggs[d][m][k]["mean"]) if m in aggs[d] else "") for m in models for k in ROUGE_KEYS] for d in aggs],
     )
-    doc.p(
-        "Trivial baselines stand beside the models on purpose: on Indiana dev2 a constant 'No acute cardiopulmonary "
-        "abnormality.' scores ROUGE-1 about 0.475, above the reference's fine-tuned 0.466. ROUGE alone does not show "
-        "clinical quality; see the CheXpert-label agreement below."
+
+    doc.h("ROUGE by reference: normal or abnormal (by the labeler)")
+    doc.table(
+        ["dataset", "model", "reference", "n"] + [NAMES[k] for k in ROUGE_KEYS],
+        [
+            [d, m, group, a["rouge_by_reference"][group]["n"]] + [_f(_by_ref_mean(a, group, k)) for k in ROUGE_KEYS]
+            for d in aggs
+            for m, a in aggs[d].items()
+            for group in ("normal", "abnormal")
+        ],
     )
 
     doc.h("95% bootstrap confidence intervals (1,000 resamples, seed 0)")
@@ -226,19 +311,42 @@ def build_report(
     doc.table(["dataset", "metric", "model", "count", "mean", "std", "min", "25%", "50%", "75%", "max"], dist)
     images = {}
     for d, ms in scored.items():
-        name = f"boxplot-{d}.png"
+        name = f"boxplot-{d}.png"  # d was checked as a safe file name when its predictions were read
         images[name] = boxplot_png(d, ms)
         doc.image(name, images[name])
 
-    doc.h("Clinical agreement: CheXpert observations (rule-based labeler; uncertain counts as positive)")
-    lab_rows, per_label = [], []
-    for d, ms in data.items():
-        for m, rows in ms.items():
-            ag = agreement([r["reference"] for r in rows], [r["prediction"] for r in rows])
-            lab_rows.append([d, m, _f(ag["micro_f1"]), _f(ag["macro_f1"])])
-            per_label.append([d, m] + [_f(ag["per_label"][o]["f1"]) for o in OBSERVATIONS])
-    doc.table(["dataset", "model", "micro F1", "macro F1"], lab_rows)
-    doc.table(["dataset", "model"] + list(OBSERVATIONS), per_label)
+    doc.h("CheXpert observations: F1 per observation (support: references with it)")
+    doc.table(
+        ["dataset", "model"] + list(SCORED),
+        [
+            [d, m]
+            + [
+                f"{_f(a['clinical']['per_label'][o]['f1'])} ({a['clinical']['per_label'][o]['support']})"
+                for o in SCORED
+            ]
+            for d in aggs
+            for m, a in aggs[d].items()
+        ],
+    )
+    doc.h("No Finding, apart (positive: the labeler finds nothing abnormal at all)")
+    doc.table(
+        ["dataset", "model", "precision", "recall", "F1", "agreement", "normal references", "normal predictions"],
+        [
+            [d, m] + [_f(nf[k]) for k in ("precision", "recall", "f1", "agreement")] + [nf["support"], nf["predicted"]]
+            for d in aggs
+            for m, a in aggs[d].items()
+            for nf in [a["clinical"]["no_finding"]]
+        ],
+    )
+    doc.h("Most common prediction per model")
+    doc.table(
+        ["dataset", "model", "share", "prediction (lower-cased)"],
+        [
+            [d, m, _f(a["collapse"]["top_prediction_share"]), a["collapse"]["top_prediction"]]
+            for d in aggs
+            for m, a in aggs[d].items()
+        ],
+    )
 
     doc.h(f"Worst {worst} examples per model (ROUGE-L)")
     for d, ms in scored.items():
@@ -252,13 +360,11 @@ def build_report(
                 [[r["id"], _f(r["rougeL"]), r["findings"], r["reference"], r["prediction"]] for r in bad],
             )
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", doc.markdown())
-    atomic_write_text(out / "report.html", doc.html())
-    atomic_write_text(
-        out / "scores.csv",
-        _csv(
-            ["dataset", "model", "n", "metric", "mean", "ci95_low", "ci95_high"],
+    files_out = {
+        "report.md": doc.markdown().encode("utf-8"),
+        "report.html": doc.html().encode("utf-8"),
+        "scores.csv": _csv(
+            ["dataset", "model", "n", "metric", "value", "ci95_low", "ci95_high"],
             [
                 [d, m, a["n"], k, _f(a[k]["mean"]), _f(a[k]["ci95"][0]), _f(a[k]["ci95"][1])]
                 for d in aggs
@@ -266,16 +372,20 @@ def build_report(
                 for k in ROUGE_KEYS
             ]
             + [
-                [d, m, a["n"], k, _f(a[k]), "", ""]
+                [d, m, a["n"], k, str(v) if k == "distinct_predictions" else _f(v), "", ""]
                 for d in aggs
                 for m, a in aggs[d].items()
-                for k in ("chexpert_micro_f1", "chexpert_macro_f1")
+                for k, v in _headline_metrics(a).items()
+                if k != "rougeL"
+            ]
+            + [
+                [d, m, a["n"], f"f1:{o}", _f(a["clinical"]["per_label"][o]["f1"]), "", ""]
+                for d in aggs
+                for m, a in aggs[d].items()
+                for o in SCORED
             ],
-        ),
-    )
-    atomic_write_text(
-        out / "examples.csv",
-        _csv(
+        ).encode("utf-8"),
+        "examples.csv": _csv(
             ["dataset", "model", "id"] + list(ROUGE_KEYS) + ["reference", "prediction"],
             [
                 [d, m, r["id"]] + [_f(r[k]) for k in ROUGE_KEYS] + [r["reference"], r["prediction"]]
@@ -283,8 +393,27 @@ def build_report(
                 for m, rows in ms.items()
                 for r in rows
             ],
-        ),
-    )
-    for name, png in images.items():
-        atomic_write_bytes(out / name, png)
+        ).encode("utf-8"),
+    }
+    files_out.update(images)
+    return files_out
+
+
+def build_report(
+    files: list[Path], out: Path, train: list[Example] | None = None, aws_compatible: bool = False, worst: int = 5
+) -> Path:
+    """Render the report, write it into a directory beside `out`, then swap that in for `out` whole."""
+    out = check_report_dir(out)
+    rendered = render_report(files, train, aws_compatible, worst)
+    building = out.with_name(f".{out.name}.building")
+    if building.exists():
+        shutil.rmtree(building)  # left by a run that crashed; ours by its name
+    try:
+        building.mkdir(parents=True)
+        for name, content in rendered.items():
+            (building / name).write_bytes(content)
+        replace_dir(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     return out

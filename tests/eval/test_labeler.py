@@ -1,9 +1,19 @@
+"""The CheXpert labeler on sentence shapes seen in real reports (sentences written here, not copied), and
+its agreement with human MeSH coding when ../shared/data is present."""
+
+import importlib.util
+from pathlib import Path
+
 import pytest
 
-from eval.labeler import agreement, label
+from eval.labeler import ABNORMAL, OBSERVATIONS, STANDARD_FIVE, label, split_sentences
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "data"  # as tests/conftest.py
 
 
 def positives(text):
+    """Observations with a label (positive, negative or uncertain)."""
     return {k: v for k, v in label(text).items() if v}
 
 
@@ -40,11 +50,142 @@ def test_crafted_sentences(text, expected):
     assert positives(text) == expected
 
 
-def test_agreement_perfect_and_miss():
-    refs = ["Small left pleural effusion.", "No acute cardiopulmonary process."]
-    assert agreement(refs, refs)["micro_f1"] == 1.0
-    miss = agreement(refs, ["No acute cardiopulmonary process.", "No acute cardiopulmonary process."])
-    assert miss["per_label"]["Pleural Effusion"]["recall"] == 0.0 and miss["micro_f1"] < 1.0
+# --- the causes of disagreement with human coding, one shape each ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No pneumothorax. There is marked cardiomegaly.",
+        "no pneumothorax. there is marked cardiomegaly.",  # lower-cased text still splits into sentences
+        "No pneumothorax.There is marked cardiomegaly.",  # no space after the period
+        "No pneumothorax\nThere is marked cardiomegaly",
+    ],
+)
+def test_negation_stays_in_its_sentence(text):
+    states = label(text)
+    assert (states["Pneumothorax"], states["Cardiomegaly"]) == ("negative", "positive")
+
+
+def test_sentence_split_keeps_abbreviations_and_splits_lower_case():
+    assert split_sentences("Atelectasis vs. pneumonia. no effusion. Seen by Dr. Smith.") == [
+        "Atelectasis vs. pneumonia.",
+        "no effusion.",
+        "Seen by Dr. Smith.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text,observation",
+    [
+        ("Findings are consistent with mild bibasilar atelectasis.", "Support Devices"),  # stent in consistent
+        ("Persistent small left pleural effusion.", "Support Devices"),  # stent in persistent
+        ("Findings may reflect impaired lymphatic drainage.", "Support Devices"),  # drain in drainage
+        ("Nonspecific enlargement of the left axillary nodes.", "Cardiomegaly"),
+        ("The mass effect on the trachea is unchanged.", "Lung Lesion"),
+    ],
+)
+def test_patterns_respect_word_boundaries(text, observation):
+    assert label(text)[observation] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No acute radiographic cardiopulmonary process.",
+        "No evidence of active disease.",
+        "Negative for acute abnormality.",
+        "Lungs are clear. Heart size is normal.",
+        "The heart is top normal in size. The lungs are clear.",  # "top normal" is normal
+        "Heart size is at the upper limits of normal. No focal consolidation.",
+    ],
+)
+def test_normal_phrasings_are_no_finding(text):
+    states = label(text)
+    assert states["No Finding"] == "positive"
+    assert not any(states[o] in ("positive", "uncertain") for o in ABNORMAL)
+
+
+@pytest.mark.parametrize(
+    "text,observation",
+    [
+        ("There is a small amount of pleural fluid on the right.", "Pleural Effusion"),
+        ("Stable cardiac enlargement.", "Cardiomegaly"),
+        ("Enlarged cardiomediastinal silhouette, unchanged.", "Cardiomegaly"),
+        ("The cardiac silhouette is moderately enlarged.", "Cardiomegaly"),
+        ("Borderline heart size.", "Cardiomegaly"),
+        ("Mild pulmonary vascular congestion.", "Edema"),
+        ("Central pulmonary vascularity is accentuated.", "Edema"),
+        ("Worsening congestive heart failure.", "Edema"),
+        ("Widened superior mediastinum.", "Enlarged Cardiomediastinum"),
+        ("Bilateral apical pleural thickening.", "Pleural Other"),
+        ("Biapical pleural-parenchymal scarring.", "Pleural Other"),
+        ("Increased interstitial markings in both lung bases.", "Lung Opacity"),
+        ("Right middle lobe airspace disease.", "Lung Opacity"),
+        ("A 9 mm noncalcified nodule in the left lower lobe.", "Lung Lesion"),
+        ("Left chest wall pacemaker with leads in the right heart.", "Support Devices"),
+        ("Right internal jugular central venous catheter tip in the SVC.", "Support Devices"),
+        ("Right-sided chest drain in place.", "Support Devices"),
+    ],
+)
+def test_phrasings_found(text, observation):
+    assert label(text)[observation] == "positive"
+
+
+@pytest.mark.parametrize(
+    "text,observation",
+    [
+        ("Calcified nodule in the left upper lobe, consistent with old granulomatous disease.", "Lung Lesion"),
+        ("Small calcified granuloma in the right lung base.", "Lung Lesion"),
+        ("Small pericardial effusion.", "Pleural Effusion"),
+        ("Residua of prior granulomatous infection.", "Pneumonia"),
+        ("Fracture of the central venous catheter near the clavicle.", "Fracture"),
+    ],
+)
+def test_look_alikes_are_not_the_observation(text, observation):
+    assert label(text)[observation] is None
+
+
+def test_calcified_granuloma_is_not_normal_either():
+    states = label("Calcified granuloma in the right upper lobe. No acute disease.")
+    assert states["Lung Lesion"] is None and states["No Finding"] is None
+
+
+@pytest.mark.parametrize(
+    "text,observation,state",
+    [
+        ("No significant change in the small right apical pneumothorax.", "Pneumothorax", "positive"),
+        ("No interval change in the moderate left pleural effusion.", "Pleural Effusion", "positive"),
+        ("No focal airspace opacity to suggest pneumonia.", "Pneumonia", "negative"),
+        ("No pleural effusion, mild bibasilar atelectasis.", "Atelectasis", "positive"),
+        ("Lungs are clear without effusion, with stable cardiomegaly.", "Cardiomegaly", "positive"),
+        ("No pneumothorax and the heart is enlarged.", "Cardiomegaly", "positive"),
+        ("The heart is not enlarged.", "Cardiomegaly", "negative"),
+        ("The previously seen effusion is no longer visualized.", "Pleural Effusion", "negative"),
+        ("No pneumonia, effusions, edema, pneumothorax, adenopathy, nodules or masses.", "Lung Lesion", "negative"),
+        ("Chest tube has been removed.", "Support Devices", "negative"),
+        ("Cannot exclude a small left effusion.", "Pleural Effusion", "uncertain"),
+        ("Can not exclude early pneumonia.", "Pneumonia", "uncertain"),
+        ("A small effusion is not excluded.", "Pleural Effusion", "uncertain"),
+    ],
+)
+def test_negation_scope(text, observation, state):
+    assert label(text)[observation] == state
+
+
+def test_other_findings_make_a_report_not_normal_and_nothing_else():
+    states = label("Degenerative changes of the thoracic spine. Hyperexpanded lungs. No acute disease.")
+    assert states["No Finding"] is None
+    assert not any(states[o] in ("positive", "uncertain") for o in OBSERVATIONS)
+
+
+def test_empty_text_has_no_labels():
+    assert set(label("  ").values()) == {None}
+
+
+def test_observation_groups():
+    assert len(ABNORMAL) == 12 and "No Finding" not in ABNORMAL and "Support Devices" not in ABNORMAL
+    assert set(STANDARD_FIVE) <= set(ABNORMAL)
 
 
 def test_labeler_recovers_synthetic_labels():
@@ -62,3 +203,62 @@ def test_labeler_recovers_synthetic_labels():
             total += 1
             agree += (got[obs] in ("positive", "uncertain")) == (state in ("positive", "uncertain"))
     assert agree / total > 0.95
+
+
+# --- agreement with human coding (bench/labeler_agreement.py) ------------------------------------------------
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("labeler_agreement", ROOT / "bench" / "labeler_agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "term,others,expected",
+    [
+        ("Pulmonary Atelectasis/base/left", [], {"Atelectasis"}),
+        ("Cardiac Shadow/enlarged/mild", [], {"Cardiomegaly"}),
+        ("Cardiac Shadow/irregular", [], set()),
+        ("Pulmonary Congestion/mild", [], {"Edema"}),
+        ("Opacity/lung/upper lobe/left/round", [], {"Lung Opacity", "Lung Lesion"}),
+        ("Opacity/ribs/left", [], set()),
+        ("Density/lung/base/left/round", [], {"Lung Lesion"}),
+        ("Cicatrix/pleura/apex/left", [], {"Pleural Other"}),
+        ("Nodule/lung/upper lobe/right/small", ["Calcinosis/lung/upper lobe/right/small"], set()),
+        ("Nodule/lung/upper lobe/right", ["Calcinosis/aorta"], {"Lung Lesion"}),
+        ("Calcified Granuloma/lung/lingula", [], set()),
+        ("Mediastinum/lymph nodes/enlarged", [], set()),
+        ("Hydropneumothorax/left/large", [], {"Pleural Effusion", "Pneumothorax"}),
+        ("Spondylosis/thoracic vertebrae", [], set()),
+    ],
+)
+def test_mesh_mapping(term, others, expected):
+    assert _bench().map_term(term, others) == expected
+
+
+def test_agreement_measure_on_hand_made_pairs():
+    bench = _bench()
+    pairs = [
+        ("1", "Small left pleural effusion.", "Pleural Effusion/left/small"),
+        ("2", "No acute disease.", "normal"),
+        ("3", "Mild cardiomegaly. No effusion.", "Cardiomegaly/mild;Pleural Effusion/right"),  # one missed
+        ("4", "Lungs are clear.", "Spondylosis"),  # not normal to the coders, normal to the labeler
+    ]
+    r = bench.measure(pairs)
+    assert r["per_observation"]["Pleural Effusion"]["recall"] == pytest.approx(0.5)
+    assert r["per_observation"]["Cardiomegaly"]["f1"] == pytest.approx(1.0)
+    assert r["micro_f1_standard_five"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))
+    assert r["no_finding"]["both"] == 1 and r["no_finding"]["labeler_only"] == 1
+    assert r["no_finding"]["agreement_with_mesh_normal"] == pytest.approx(3 / 4)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "iu-xray" / "mesh.csv").is_file(), reason="needs ../shared/data/iu-xray")
+def test_agreement_with_human_coding_meets_the_targets():
+    bench = _bench()
+    r = bench.measure(bench.load_pairs(SHARED_DATA / "iu-xray" / "train.json", SHARED_DATA / "iu-xray" / "mesh.csv"))
+    assert r["reports"] == 1147
+    assert r["micro_f1_standard_five"] >= 0.90
+    assert r["micro_f1_abnormal"] >= 0.85
+    assert r["no_finding"]["agreement_with_mesh_normal"] >= 0.90
