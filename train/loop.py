@@ -465,12 +465,14 @@ def export_best(accelerator, model, tokenizer, cfg: TrainConfig, output_dir: Pat
             "for export"
         )
         accelerator.load_state(str(best))
+    epoch = state.best_epoch or state.epoch
+    # the step the exported weights were saved at: the best epoch's end, not the run's last step
+    step = next((int(h["step"]) for h in state.history if int(h.get("epoch", 0)) == epoch), state.global_step)
     meta = ModelMeta(
         cfg.data.prompt_template,
         cfg.data.max_source_tokens,
         cfg.data.max_target_tokens,
-        trained_by=f"python -m train (epoch {state.best_epoch or state.epoch} of {cfg.epochs}, "
-        f"step {state.global_step})",
+        trained_by=f"python -m train (epoch {epoch} of {cfg.epochs}, step {step} of {state.global_step})",
     )
     export_model(accelerator, model, tokenizer, output_dir / "model", meta, cfg.generation)
     log.info(
