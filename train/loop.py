@@ -19,13 +19,10 @@ from tqdm.auto import tqdm
 
 from eval.rouge import Rouge, mean_scores
 from radreport.build_tiny import tokenizer_corpus
-from radreport.config import to_dict
-from radreport.io import atomic_write_json
 from radreport.modeling import ModelMeta, build_tiny_t5, load_tokenizer
 from radreport.schema import LoadReport, load_examples
 from train.checkpoint import (
     TrainerState,
-    complete_checkpoints,
     epoch_name,
     export_model,
     save_checkpoint,
@@ -34,8 +31,12 @@ from train.checkpoint import (
 from train.config import TrainConfig
 from train.data import IGNORE_INDEX, BatchOrder, Collator, Seq2SeqRows
 from train.prepare import split_holdout
+from train.rundir import prepare_run_dir
 
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped on purpose, resumable
+# A collective that waits longer than this ends every rank (a dead or hung rank stops the job instead of holding
+# 8 GPUs for hours). Longer than the slowest legitimate wait: the main process exporting and verifying the model.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -72,11 +73,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On CPU, accelerate counts a multi-process DeepSpeed run as one process unless gloo is named.
     # A plain `python -m train` (no launcher, no WORLD_SIZE) has no process group to configure.
     launched = "WORLD_SIZE" in os.environ
-    handlers = (
-        [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
-        if launched and not torch.cuda.is_available()
-        else []
-    )
+    handlers = []
+    if launched:
+        gloo = {} if torch.cuda.is_available() else {"backend": "gloo"}
+        handlers = [InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT, **gloo)]
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
@@ -173,17 +173,17 @@ def evaluate(accelerator, model, tokenizer, val_dl, rouge_dl, cfg: TrainConfig) 
     return metrics
 
 
-def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
+def train(cfg: TrainConfig, output_dir: Path, resume: bool = True, allow_config_change: bool = False) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = load_data(cfg, print if os.environ.get("RANK", "0") == "0" else (lambda *_: None))
     source = load_model_source(cfg, output_dir, train_rows)
     accelerator = make_accelerator(cfg)
     log = RunLog(accelerator, output_dir)
+    # which checkpoint to continue, or refuse (exit 2); train_config.json is written at the first checkpoint
+    run = prepare_run_dir(accelerator, cfg, output_dir, source, resume, allow_config_change, log.info)
     set_seed(cfg.seed)
     deepspeed = accelerator.state.deepspeed_plugin
     ds_cfg = deepspeed.deepspeed_config if deepspeed else {}
-    if accelerator.is_main_process:
-        atomic_write_json(output_dir / "train_config.json", to_dict(cfg))
 
     # ---- model (every rank together: ZeRO-3 partitions the weights while loading)
     tokenizer = load_tokenizer(source)
@@ -276,12 +276,11 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
 
     # ---- resume
     state = TrainerState()
-    done = complete_checkpoints(output_dir)
-    if resume and done:
-        accelerator.load_state(str(done[-1]))
-        state = TrainerState.read(done[-1])
+    if run.resume_from:
+        accelerator.load_state(str(run.resume_from))
+        state = TrainerState.read(run.resume_from)
         log.info(
-            f"resumed from {done[-1].name}: step {state.global_step}, epoch {state.epoch}, "
+            f"resumed from {run.resume_from.name}: step {state.global_step}, epoch {state.epoch}, "
             f"{state.batches_done} batches into it"
         )
     if not ds_owns_optimizer:
@@ -347,14 +346,10 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                     )
                     loss_sum.zero_()
                     loss_n, t0 = 0, time.time()
-                if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
-                    save_checkpoint(
-                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
-                    )
+                if run.checkpoint_due(accelerator, state.global_step):
+                    save_checkpoint(accelerator, run, state, step_name(state.global_step))
                 if cfg.interrupt_after_steps and state.global_step == cfg.interrupt_after_steps:
-                    save_checkpoint(
-                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
-                    )
+                    save_checkpoint(accelerator, run, state, step_name(state.global_step))
                     raise Interrupted(f"interrupted on purpose after step {state.global_step} (interrupt_after_steps)")
                 if state.global_step >= total_steps:
                     finished = True
@@ -373,7 +368,7 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                 or (value < state.best_metric if lower_is_better else value > state.best_metric)
             ):
                 state.best_metric, state.best_epoch, state.best_checkpoint = value, epoch + 1, epoch_name(epoch + 1)
-            save_checkpoint(accelerator, output_dir, state, epoch_name(epoch + 1), cfg.checkpoint.keep_last)
+            save_checkpoint(accelerator, run, state, epoch_name(epoch + 1))
     finally:
         bar.close()
 
