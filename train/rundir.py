@@ -89,6 +89,17 @@ def remove_stale_saves(output_dir: Path) -> list[str]:
     return [p.name for p in stale]
 
 
+def share(accelerator, value):
+    """The main process's `value` on every rank (hashing a model channel's 11 GB once, not once per rank)."""
+    if accelerator.num_processes == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def agree(accelerator, names: list[str]) -> list[str]:
     """The checkpoint names complete on every rank's node, in the order of `names`."""
     if accelerator.num_processes == 1:
@@ -111,7 +122,9 @@ def prepare_run_dir(
     info=print,
 ) -> RunDir:
     """Decide what this run continues, on every rank alike; raise RunDirError (exit 2) to refuse."""
-    fingerprint = run_fingerprint(cfg, source, accelerator.num_processes)
+    fingerprint = share(
+        accelerator, run_fingerprint(cfg, source, accelerator.num_processes) if accelerator.is_main_process else None
+    )
     run = RunDir(
         output_dir,
         fingerprint,
@@ -139,7 +152,10 @@ def prepare_run_dir(
         problem = checkpoint_problem(p)
         if problem and accelerator.is_local_main_process:
             info(f"skipping checkpoint {p.name}: {problem}")
-    complete = agree(accelerator, [p.name for p in complete_checkpoints(output_dir)])
+    here = [p.name for p in complete_checkpoints(output_dir)]
+    complete = agree(accelerator, here)
+    for name in sorted(set(here) - set(complete)):
+        info(f"skipping checkpoint {name}: incomplete on another node")
     if complete:
         ckpt = checkpoints_dir(output_dir) / complete[-1]
         recorded, what = read_manifest(ckpt).get("fingerprint", {}), f"checkpoint {ckpt}"
