@@ -132,12 +132,6 @@ def prepare_run_dir(
         cfg.checkpoint.keep_last,
         clock=SaveClock(cfg.checkpoint.every_steps, cfg.checkpoint.every_minutes),
     )
-    if accelerator.is_local_main_process:
-        stale = remove_stale_saves(output_dir)
-        if stale:
-            info(f"removed interrupted saves: {', '.join(stale)}")
-    accelerator.wait_for_everyone()
-
     if not resume:
         found = earlier_run(output_dir)
         if found:
@@ -147,6 +141,19 @@ def prepare_run_dir(
                 "new --output-dir, or delete the old one first"
             )
         return run
+    decide(accelerator, run, allow_config_change, info)
+    # only now, with the run accepted: interrupted saves are garbage (complete checkpoints are never touched here)
+    if accelerator.is_local_main_process:
+        stale = remove_stale_saves(output_dir)
+        if stale:
+            info(f"removed interrupted saves: {', '.join(stale)}")
+    accelerator.wait_for_everyone()
+    return run
+
+
+def decide(accelerator, run: RunDir, allow_config_change: bool, info) -> None:
+    """Set run.resume_from to the newest checkpoint complete on every node, or refuse (RunDirError)."""
+    output_dir, fingerprint = run.output_dir, run.fingerprint
 
     for p in checkpoint_dirs(output_dir):
         problem = checkpoint_problem(p)
@@ -163,7 +170,7 @@ def prepare_run_dir(
         ckpt, what = None, f"the run recorded in {output_dir / FINGERPRINT_FILE}"
         recorded = json.loads((output_dir / FINGERPRINT_FILE).read_text())
     else:
-        return run
+        return
     changed = differences(recorded, fingerprint)
     if any(c.startswith("processes:") for c in changed) and ckpt is not None:
         raise RunDirError(
@@ -182,4 +189,3 @@ def prepare_run_dir(
         info(f"--allow-config-change: continuing {what} with {len(changed)} change(s): {'; '.join(changed)}")
     run.resume_from = ckpt
     run.committed = not changed and ckpt is not None
-    return run

@@ -220,5 +220,7 @@ def test_real_run_refuses_other_configs_and_skips_a_truncated_checkpoint(small_t
         in log
     )
     assert "resumed from step-00000010" in log
-    assert checkpoint_problem(out / "checkpoints/step-00000012") is None  # saved again, complete
+    # the partial step-00000012 is removed once newer checkpoints are complete; keep_last=3 of the complete ones
+    assert not (out / "checkpoints/step-00000012").exists()
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000010", "step-00000015", "epoch-001"]
     assert (out / "model/model.safetensors").is_file()
