@@ -299,6 +299,7 @@ def publish_model(out: Path, dest: Path) -> None:
             os.replace(f, target)
         except OSError:  # another filesystem
             shutil.copy2(f, target)
+    shutil.rmtree(model)
 
 
 def main() -> int:

@@ -36,11 +36,13 @@ def opt_ml(
     return root
 
 
-def run_entrypoint(root: Path, timeout=600, background=False):
+def run_entrypoint(root: Path, timeout=600, background=False, log: Path | None = None):
+    """`log`: a background run's output goes to this file (a pipe nobody reads would fill and stall it)."""
     cmd = [sys.executable, "-m", "train.container"]
     env = {**os.environ, "OPT_ML_ROOT": str(root), "OMP_NUM_THREADS": "1", "SM_NUM_GPUS": "0"}
     if background:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = open(log, "w") if log else subprocess.PIPE  # the child writes to it
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -95,10 +97,11 @@ def test_two_instances_on_loopback_train_one_job(tmp_path):
     hp = {**base_hp(port), "num_processes": 1, "log_every_steps": 1}
     # gloo is told the interface from resourceconfig.json (GLOO_SOCKET_IFNAME): loopback here, eth0 on SageMaker
     roots = [opt_ml(tmp_path / f"node{i}", hp, hosts, hosts[i], interface="lo") for i in range(2)]
-    worker = run_entrypoint(roots[1], background=True)
+    worker_log = tmp_path / "worker.log"
+    worker = run_entrypoint(roots[1], background=True, log=worker_log)
     main = run_entrypoint(roots[0])
-    out1, _ = worker.communicate(timeout=600)
-    assert main.returncode == 0 and worker.returncode == 0, (main.stderr[-2000:], out1[-2000:])
+    worker.wait(timeout=600)
+    assert main.returncode == 0 and worker.returncode == 0, (main.stderr[-2000:], worker_log.read_text()[-2000:])
     log = main.stdout + main.stderr
     assert "2 processes, DeepSpeed ZeRO-3" in log
     # 285 training rows / (16 per process x 2 processes) = 9 optimizer steps: one job, not two
