@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEEPSPEED := deepspeed==0.19.8
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo lint test bench clean constraints
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest -q tests
+
+# docker/constraints.txt: every Python package of both images, pinned from a resolved environment (docker/lock.sh).
+# TORCH_INDEX=local resolves against this machine's own torch wheel when the CUDA index is out of reach.
+constraints:
+	bash docker/lock.sh $(TORCH) $(DEEPSPEED)
 
 bench: install
 	$(BIN)/python bench/train_throughput.py

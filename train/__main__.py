@@ -3,18 +3,24 @@ r"""Fine-tune a seq2seq model on FINDINGS -> IMPRESSION.
     accelerate launch --config_file configs/accelerate/NAME.yaml -m train \
         --config configs/train/NAME.yaml --output-dir DIR [key.path=value ...]
 
-Resumes from the newest complete checkpoint in DIR unless --no-resume. The model is exported to DIR/model.
-Exit status: 0 done, 2 bad config or data (before any process group starts), 3 non-finite loss,
-75 interrupted on purpose (resumable).
+Resumes from the newest complete checkpoint in DIR (one whose manifest checks) if it was written under
+the same config, data and model; refuses otherwise, naming what differs, unless --allow-config-change.
+--no-resume refuses a DIR that holds an earlier run. The model is exported to DIR/model.
+Exit status: 0 done, 2 bad config, data or output directory (before training starts), 3 non-finite
+loss, 75 interrupted on purpose (resumable). Under `accelerate launch` the launcher exits 1 whatever
+the processes' status; --exit-status-dir keeps each process's own status (the SageMaker entrypoint
+reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from radreport.cli import run
+from radreport.errors import EXIT_BAD_INPUT, InputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +34,41 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="continue from the newest checkpoint in --output-dir (default)",
     )
-    p.add_argument("--no-resume", dest="resume", action="store_false", help="ignore existing checkpoints")
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start at step 0; refused when --output-dir holds an earlier run (checkpoints, model)",
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="continue a checkpoint written under a different config, data or model (the differences are logged)",
+    )
+    p.add_argument("--exit-status-dir", type=Path, help="write this process's exit status here (rank-N.json)")
     p.add_argument("overrides", nargs="*", help="key.path=value, e.g. optim.lr=3e-4 epochs=1")
     args = p.parse_args(argv)
+    status = 1
+    try:
+        status = _train(args)
+        return status
+    except InputError:
+        status = EXIT_BAD_INPUT
+        raise
+    finally:
+        if args.exit_status_dir:
+            write_exit_status(args.exit_status_dir, status)
 
+
+def write_exit_status(status_dir: Path, status: int) -> None:
+    """One small file per process: what `accelerate launch` (torch elastic) does not pass on."""
+    from radreport.io import atomic_write_json
+
+    rank = os.environ.get("RANK", "0")  # set by the launcher
+    atomic_write_json(status_dir / f"rank-{rank}.json", {"rank": int(rank), "exit": status})
+
+
+def _train(args) -> int:
     from train.config import load_train_config
 
     # everything that can be checked is checked before a process group exists
@@ -41,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.loop import INTERRUPTED_EXIT, Interrupted, NonFiniteLoss, train
 
     try:
-        return train(cfg, args.output_dir, resume=args.resume)
+        return train(cfg, args.output_dir, resume=args.resume, allow_config_change=args.allow_config_change)
     except (NonFiniteLoss, ActivationOverflow) as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

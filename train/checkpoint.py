@@ -1,8 +1,14 @@
 """Resumable checkpoints and the one final export.
 
 A checkpoint is `accelerator.save_state` (under DeepSpeed: the engine's ZeRO shards, optimizer and
-RNG states of every rank) plus `trainer_state.json`, written last, into a temporary directory that
-is renamed into place only when complete. A directory without trainer_state.json is ignored.
+RNG states of every rank) plus `trainer_state.json`, written into a temporary directory `.tmp-NAME`,
+then `manifest.json`, written LAST: it lists every file with its size (trainer_state.json, which the epoch
+end rewrites atomically after validation, is checked by reading its step instead) and the run's fingerprint
+(train/fingerprint.py). Only then is the directory renamed into place. A checkpoint counts only when
+its manifest is there and every file it lists is present with that size: SageMaker uploads the
+checkpoint directory to S3 file by file, asynchronously, and restores it the same way, so after a
+spot interruption a directory can hold a manifest and a truncated shard, or miss a file. Such a
+checkpoint is skipped and the newest one that checks is resumed (train/rundir.py).
 
 The export gathers the ZeRO-3 shards into one state dict (DeepSpeed's
 stage3_gather_16bit_weights_on_model_save; weights keep the training dtype), writes a normal Hugging
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +31,9 @@ from radreport.io import atomic_write_json, replace_dir
 from radreport.modeling import ModelMeta, write_meta
 
 STATE_FILE = "trainer_state.json"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -48,19 +58,70 @@ def checkpoints_dir(output_dir: Path) -> Path:
     return output_dir / "checkpoints"
 
 
+def write_manifest(ckpt: Path, global_step: int, fingerprint: dict) -> None:
+    """List every file of `ckpt` with its size, after flushing each to disk, then write the manifest."""
+    files = {}
+    # trainer_state.json is left out of the size list: the epoch end rewrites it (atomically) once validation
+    # has run, after the checkpoint is published; it is checked by reading it instead (checkpoint_problem).
+    for p in sorted(x for x in ckpt.rglob("*") if x.is_file() and x.name not in (MANIFEST, STATE_FILE)):
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+        files[p.relative_to(ckpt).as_posix()] = p.stat().st_size
+    manifest = {"format": MANIFEST_FORMAT, "global_step": global_step, "files": files, "fingerprint": fingerprint}
+    atomic_write_json(ckpt / MANIFEST, manifest)
+
+
+def read_manifest(ckpt: Path) -> dict:
+    return json.loads((ckpt / MANIFEST).read_text())
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why `ckpt` does not count as a checkpoint, or None when its manifest checks."""
+    try:
+        manifest = read_manifest(ckpt)
+        files, step = manifest["files"], int(manifest["global_step"])
+    except FileNotFoundError:
+        return f"no {MANIFEST} (an interrupted save or upload, or written before manifests existed)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{MANIFEST} unreadable ({type(e).__name__}: {e})"
+    try:
+        state_step = int(json.loads((ckpt / STATE_FILE).read_text())["global_step"])
+    except FileNotFoundError:
+        return f"{STATE_FILE} is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{STATE_FILE} unreadable ({type(e).__name__})"
+    if state_step != step:
+        return f"{STATE_FILE} is of step {state_step}, the manifest of step {step}"
+    for rel, size in files.items():
+        p = ckpt / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != size:
+            return f"{rel} is {p.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def checkpoint_dirs(output_dir: Path) -> list[Path]:
+    """Every checkpoint directory, complete or not (temporary `.tmp-*` ones excluded)."""
+    d = checkpoints_dir(output_dir)
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+
+
 def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """Finished checkpoints, oldest first (by optimizer step)."""
-    d = checkpoints_dir(output_dir)
-    if not d.is_dir():
-        return []
-    done = [p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / STATE_FILE).is_file()]
-    return sorted(done, key=lambda p: (TrainerState.read(p).global_step, p.name))
+    """Checkpoints whose manifest checks, oldest first (by optimizer step)."""
+    done = [p for p in checkpoint_dirs(output_dir) if checkpoint_problem(p) is None]
+    return sorted(done, key=lambda p: (read_manifest(p)["global_step"], p.name))
 
 
-def save_checkpoint(accelerator, output_dir: Path, state: TrainerState, name: str, keep_last: int) -> Path:
-    """Collective: every rank writes its shards, then each node's local main makes it visible."""
-    d = checkpoints_dir(output_dir)
-    tmp, final = d / f".tmp-{name}", d / name
+def save_checkpoint(accelerator, run, state: TrainerState, name: str) -> Path:
+    """Collective: every rank writes its shards, then each node's local main completes and publishes its copy.
+
+    `run` is the RunDir from train/rundir.py: it supplies the output directory, the fingerprint for
+    the manifest and `keep_last`, and is told once the checkpoint is complete on every node (the
+    first one of a new run is when train_config.json is written).
+    """
+    d = checkpoints_dir(run.output_dir)
+    tmp, final = d / f"{TMP_PREFIX}{name}", d / name
     if accelerator.is_local_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
@@ -68,20 +129,49 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainerState, name: st
     accelerator.wait_for_everyone()
     if accelerator.is_local_main_process and tmp.exists():  # on a shared filesystem another node may have moved it
         atomic_write_json(tmp / STATE_FILE, asdict(state))
-        if final.exists():
+        write_manifest(tmp, state.global_step, run.fingerprint)
+        if final.exists():  # an incomplete leftover, or this step saved before: replaced only now
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _rotate(output_dir, keep_last, protect=state.best_checkpoint)
+    accelerator.wait_for_everyone()  # complete on every node
+    run.checkpoint_complete(accelerator)
+    if accelerator.is_local_main_process:
+        rotate(run.output_dir, run.keep_last, protect=state.best_checkpoint)
     accelerator.wait_for_everyone()
     return final
 
 
-def _rotate(output_dir: Path, keep_last: int, protect: str) -> None:
-    """Keep the newest `keep_last` checkpoints and the best epoch's; delete the rest."""
+def rotate(output_dir: Path, keep_last: int, protect: str) -> list[Path]:
+    """Keep the newest `keep_last` complete checkpoints and the best epoch's; delete older ones and incomplete
+    leftovers (called only once a newer checkpoint is complete)."""
     done = complete_checkpoints(output_dir)
-    for p in done[:-keep_last] if keep_last > 0 else done:
-        if p.name != protect:
-            shutil.rmtree(p, ignore_errors=True)
+    keep = {p.name for p in done[-keep_last:]} | {protect}
+    removed = [p for p in checkpoint_dirs(output_dir) if p.name not in keep]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+class SaveClock:
+    """`checkpoint.every_minutes`: the main process reads its clock and every rank follows its decision, so all
+    ranks enter the collective save together (clocks of different hosts need not agree)."""
+
+    def __init__(self, every_steps: int, every_minutes: float):
+        self.every_steps, self.every_s = every_steps, every_minutes * 60
+        self.last = time.monotonic()
+
+    def due(self, accelerator, global_step: int) -> bool:
+        by_steps = bool(self.every_steps) and global_step % self.every_steps == 0
+        if not self.every_s:
+            return by_steps
+        from accelerate.utils import broadcast
+
+        late = time.monotonic() - self.last >= self.every_s if accelerator.is_main_process else False
+        flag = torch.tensor([1 if late else 0], device=accelerator.device)
+        return by_steps or bool(broadcast(flag, from_process=0).item())
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
 
 
 def export_model(accelerator, model, tokenizer, out_dir: Path, meta: ModelMeta, generation: GenerationParams) -> Path:

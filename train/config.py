@@ -167,10 +167,30 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
+    """When resumable checkpoints are written and how many are kept (train/checkpoint.py, train/rundir.py).
+
+    A checkpoint is also written at every epoch end. Each one is large (about 12 bytes per parameter:
+    34 GB for flan-t5-xl, `python -m train.plan` prints it) and blocks training while it is written, so
+    save as rarely as the risk of losing work allows: on spot capacity, with a save costing c minutes and
+    interruptions every H hours on average, about sqrt(2 * c * 60 * H) minutes between saves loses least."""
+
     every_steps: int = 0
-    """Save a resumable checkpoint every N optimizer steps (0: only at epoch ends)."""
+    """Save every N optimizer steps (0: not by steps)."""
+    every_minutes: float = 0.0
+    """Save when this many minutes have passed since the last save (0: not by time). The main process reads its
+    clock and every rank follows its decision."""
     keep_last: int = 2
-    """Step checkpoints kept besides the best epoch's."""
+    """Complete checkpoints kept besides the best epoch's (at least 1: the newest is what a restart resumes)."""
+
+    def check(self) -> list[str]:
+        errors = []
+        if self.every_steps < 0:
+            errors.append("every_steps: must be >= 0")
+        if not 0 <= self.every_minutes <= 7 * 24 * 60:
+            errors.append("every_minutes: must be between 0 and 10080 (a week)")
+        if self.keep_last < 1:
+            errors.append("keep_last: must be >= 1 (the newest checkpoint is what a restart resumes)")
+        return errors
 
 
 @dataclass(frozen=True)

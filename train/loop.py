@@ -21,14 +21,12 @@ from tqdm.auto import tqdm
 
 from eval.rouge import Rouge, mean_scores
 from radreport.build_tiny import tokenizer_corpus
-from radreport.config import to_dict
 from radreport.io import atomic_write_json
 from radreport.modeling import ModelMeta, build_tiny_t5, count_parameters, load_seq2seq, load_tokenizer
 from train.cache import examples, load_rows, load_tokens, prepare_rows, prepare_tokens, wait_for
 from train.checkpoint import (
     STATE_FILE,
     TrainerState,
-    complete_checkpoints,
     epoch_name,
     export_model,
     save_checkpoint,
@@ -36,9 +34,13 @@ from train.checkpoint import (
 )
 from train.config import TrainConfig
 from train.data import IGNORE_INDEX, BatchOrder, Collator, Seq2SeqRows
+from train.rundir import prepare_run_dir
 
 INTERRUPTED_EXIT = 75  # EX_TEMPFAIL: stopped on purpose, resumable
 HUB_FILES = ["*.json", "*.safetensors", "*.model"]  # what a hub model is downloaded with
+# A collective that waits longer than this ends every rank (a dead or hung rank stops the job instead of holding
+# 8 GPUs for hours). Longer than the slowest legitimate wait: the main process exporting and verifying the model.
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -87,11 +89,10 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # On CPU, accelerate counts a multi-process DeepSpeed run as one process unless gloo is named.
     # A plain `python -m train` (no launcher, no WORLD_SIZE) has no process group to configure.
     launched = "WORLD_SIZE" in os.environ
-    handlers = (
-        [InitProcessGroupKwargs(backend="gloo", timeout=timedelta(minutes=30))]
-        if launched and not torch.cuda.is_available()
-        else []
-    )
+    handlers = []
+    if launched:
+        gloo = {} if torch.cuda.is_available() else {"backend": "gloo"}
+        handlers = [InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT, **gloo)]
     return Accelerator(gradient_accumulation_steps=cfg.batch.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
@@ -276,11 +277,11 @@ def validation_rouge(accelerator, model, tokenizer, rouge_dl, cfg: TrainConfig, 
     return {f"eval_{k}": v for k, v in scores.items()}
 
 
-def end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, output_dir, state: TrainerState, epoch, log):
+def end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, run, state: TrainerState, epoch, log):
     """Checkpoint first, then validation: whatever validation does, the epoch is kept. The validation result
     (history, best epoch) is then written into that checkpoint's trainer_state.json."""
     state.epoch, state.batches_done = epoch + 1, 0
-    ckpt = save_checkpoint(accelerator, output_dir, state, epoch_name(epoch + 1), cfg.checkpoint.keep_last)
+    ckpt = save_checkpoint(accelerator, run, state, epoch_name(epoch + 1))
     model.eval()
     metrics = {"eval_loss": validation_loss(accelerator, model, val_dl)}
     if rouge_dl is not None:
@@ -306,7 +307,7 @@ def end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, output_dir, 
     accelerator.wait_for_everyone()
 
 
-def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
+def train(cfg: TrainConfig, output_dir: Path, resume: bool = True, allow_config_change: bool = False) -> int:
     """Fine-tune `cfg.model` on `cfg.data` into `output_dir`; returns the exit status (0).
 
     In order: the data (read, checked and cached before any process group exists), the model and tokenizer
@@ -314,17 +315,18 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
     from the newest complete checkpoint, the loop (one optimizer step per `gradient_accumulation_steps`
     micro-batches; loss lines every `log_every_steps`; step checkpoints), an epoch end (checkpoint, then
     validation), and the export of the best epoch to `output_dir/model`. Raises NonFiniteLoss (every rank
-    stops before the update) and Interrupted (the preemption drill)."""
+    stops before the update) and Interrupted (the preemption drill); RunDirError (exit 2) when `output_dir`
+    holds another run's checkpoints, unless `allow_config_change`."""
     quiet_deprecated_collectives()
     rows_dir = prepare_rows(cfg, output_dir)  # may raise DataError before anything is written
     source = load_model_source(cfg, output_dir, rows_dir)
     accelerator = make_accelerator(cfg)
     log = RunLog(accelerator, output_dir)
+    # which checkpoint to continue, or refuse (exit 2); train_config.json is written at the first checkpoint
+    run = prepare_run_dir(accelerator, cfg, output_dir, source, resume, allow_config_change, log.info)
     set_seed(cfg.seed)
     deepspeed = accelerator.state.deepspeed_plugin
     ds_cfg = deepspeed.deepspeed_config if deepspeed else {}
-    if accelerator.is_main_process:
-        atomic_write_json(output_dir / "train_config.json", to_dict(cfg))
     for line in load_rows(rows_dir)[2]:
         log.info(line)
 
@@ -364,12 +366,11 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
 
     # ---- resume
     state = TrainerState()
-    done = complete_checkpoints(output_dir)
-    if resume and done:
-        accelerator.load_state(str(done[-1]))
-        state = TrainerState.read(done[-1])
+    if run.resume_from:
+        accelerator.load_state(str(run.resume_from))
+        state = TrainerState.read(run.resume_from)
         log.info(
-            f"resumed from {done[-1].name}: step {state.global_step}, epoch {state.epoch}, "
+            f"resumed from {run.resume_from.name}: step {state.global_step}, epoch {state.epoch}, "
             f"{state.batches_done} batches into it"
         )
     if not ds_owns_optimizer:
@@ -435,19 +436,15 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True) -> int:
                     )
                     loss_sum.zero_()
                     loss_n, t0 = 0, time.time()
-                if cfg.checkpoint.every_steps and state.global_step % cfg.checkpoint.every_steps == 0:
-                    save_checkpoint(
-                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
-                    )
+                if run.checkpoint_due(accelerator, state.global_step):
+                    save_checkpoint(accelerator, run, state, step_name(state.global_step))
                 if cfg.interrupt_after_steps and state.global_step == cfg.interrupt_after_steps:
-                    save_checkpoint(
-                        accelerator, output_dir, state, step_name(state.global_step), cfg.checkpoint.keep_last
-                    )
+                    save_checkpoint(accelerator, run, state, step_name(state.global_step))
                     raise Interrupted(f"interrupted on purpose after step {state.global_step} (interrupt_after_steps)")
                 if state.global_step >= total_steps:
                     finished = True
                     break
-            end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, output_dir, state, epoch, log)
+            end_epoch(accelerator, model, tokenizer, val_dl, rouge_dl, cfg, run, state, epoch, log)
     finally:
         bar.close()
 

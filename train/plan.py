@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from contextlib import redirect_stdout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -243,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         "fits": fits,
         "tokens": tokens,
     }
+    # disk per node (train/disk.py): kept checkpoints + the one being written + export + starting model + data
+    from train.disk import disk_need
+
+    data_bytes = sum(Path(f).stat().st_size for f in (cfg.data.train, cfg.data.validation) if f and Path(f).is_file())
+    data_bytes = int(data_bytes * (a.assume_rows / tokens["rows"] if tokens and a.assume_rows else 1))
+    disk = disk_need(counts["total"], cfg, a.nodes, data_bytes, weight_bytes=4 if a.precision == "fp32" else 2)
+    print("\n" + "\n".join(disk.lines()))
+    result["disk"] = {**asdict(disk), "volume_gb": disk.volume_gb}
     if tokens:
         flops = training_flops(counts, tokens, cfg.epochs, cfg.model.gradient_checkpointing)
         peak = (gpu.fp32_tflops if a.precision == "fp32" else gpu.bf16_tflops) * 1e12

@@ -1,21 +1,33 @@
 """Submit the training job to SageMaker with our container.
 
     python -m train.sagemaker --config configs/train/flan-t5-xl-p3.16xlarge.yaml --image ECR_URI --role ROLE_ARN \
-        --train s3://bucket/mediqa/train.json [--validation s3://...] --output s3://bucket/runs \
-        --instance-type ml.p3.16xlarge --instance-count 1 [--spot] [--dry-run] [key=value ...]
+        --train s3://bucket/mediqa/train.json [--validation s3://...] [--model s3://bucket/models/flan-t5-xl/] \
+        --output s3://bucket/runs --instance-type ml.p3.16xlarge --instance-count 1 [--spot] \
+        [--resume-job NAME [--allow-config-change]] [--dry-run] [key=value ...]
 
-`--dry-run` prints the request (image, role, channels, checkpoint S3 URI, metric definitions) and
-needs no AWS credentials. A real submission needs the optional extra: pip install '.[sagemaker]'.
+Every submission is a new run: its job name is the base name, a UTC timestamp and a random suffix, and
+its checkpoints go under OUTPUT/checkpoints/JOB_NAME, which no other job writes. Continuing an earlier
+run is explicit: `--resume-job NAME` points the new job at NAME's checkpoint prefix (the job fails if it
+finds no checkpoint there, and refuses one written under another config unless --allow-config-change).
+A managed spot restart of the same job keeps its own prefix and resumes by itself.
+
+The ML storage volume is sized from the run (train/disk.py: kept checkpoints + the one being written +
+export + starting model + data), not a fixed number. `--dry-run` prints the request and needs no AWS
+credentials. A real submission needs the optional extra: pip install '.[sagemaker]'.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import secrets
 import sys
+from datetime import datetime, timezone
 
-from radreport.cli import run
+from radreport.cli import positive_int, run
 from radreport.config import parse_overrides
+from radreport.errors import InputError
 from train.config import TrainConfig
 
 # The log lines train/loop.py prints; the same regexes as the reference's JumpStart job.
@@ -25,14 +37,69 @@ METRIC_DEFINITIONS = [
     {"Name": "eval:rougeL", "Regex": r"'eval_rougeL': ([0-9]+\.?[0-9]*)"},
     {"Name": "epoch", "Regex": r"'epoch': ([0-9]+\.?[0-9]*)"},
 ]
+# SageMaker's rule for training job names: 1-63 letters, digits and hyphens, starting with a letter or digit.
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+STAMP_LEN = len("-20260101-120000-abcd")
+GIB = 1024**3
+
+
+def unique_job_name(base: str, now: datetime | None = None) -> str:
+    """`base-YYYYmmdd-HHMMSS-xxxx` (UTC, 4 random hex digits), at most 63 characters."""
+    now = now or datetime.now(timezone.utc)
+    base = base[: 63 - STAMP_LEN].rstrip("-")
+    return f"{base}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def job_name_arg(text: str) -> str:
+    if not JOB_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a SageMaker job name has 1-63 letters, digits and hyphens and starts with a letter or digit"
+        )
+    return text
+
+
+def size_gib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of GiB, got {text!r}") from None
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1e6 GiB, got {text}")
+    return value
+
+
+def volume_gb(cfg: TrainConfig, nodes: int, data_gib: float) -> int:
+    """The ML storage volume for this run, from train/disk.py and the model's parameter count (meta device)."""
+    from train.disk import disk_need
+    from train.plan import meta_model, model_config, parameter_counts
+
+    n_params = parameter_counts(meta_model(model_config(cfg)))["total"]
+    return disk_need(n_params, cfg, nodes, int(data_gib * GIB)).volume_gb
 
 
 def build_request(a) -> dict:
     from radreport.config import load_config
 
     hp = {"config": a.config, **{k: str(v) for k, v in _flatten(parse_overrides(a.overrides)).items()}}
-    load_config(TrainConfig, a.config, a.overrides + ["data.train=data/sample/train.json"])  # keys exist, values valid
-    channels = {"train": a.train, **({"validation": a.validation} if a.validation else {})}
+    # keys exist, values valid (the data path is the job's channel, not a local file)
+    cfg = load_config(TrainConfig, a.config, a.overrides + ["data.train=data/sample/train.json"])
+    job_name = unique_job_name(a.job_name)
+    prefix = a.resume_job or job_name
+    if a.resume_job:
+        hp["resume_job"] = a.resume_job
+    if a.allow_config_change:
+        if not a.resume_job:
+            raise InputError("--allow-config-change: only with --resume-job (a new job has no checkpoints to continue)")
+        hp["allow_config_change"] = "true"
+    channels = {"train": a.train}
+    if a.validation:
+        channels["validation"] = a.validation
+    if a.model:
+        if cfg.model.tiny_spec:
+            raise InputError(
+                "--model: the config builds a tiny model (model.tiny_spec); a model channel needs model.name"
+            )
+        channels["model"] = a.model
     request = {
         "image_uri": a.image,
         "role": a.role,
@@ -41,12 +108,13 @@ def build_request(a) -> dict:
         "hyperparameters": hp,
         "inputs": channels,
         "output_path": a.output,
-        "checkpoint_s3_uri": f"{a.output.rstrip('/')}/checkpoints/{a.job_name}",
+        "job_name": job_name,
+        "checkpoint_s3_uri": f"{a.output.rstrip('/')}/checkpoints/{prefix}",
         "checkpoint_local_path": "/opt/ml/checkpoints",
         "metric_definitions": METRIC_DEFINITIONS,
         "use_spot_instances": a.spot,
         "max_run": a.max_run,
-        "volume_size": 200,
+        "volume_size": volume_gb(cfg, a.instance_count, a.data_gib),
         "base_job_name": a.job_name,
     }
     if a.spot:
@@ -71,12 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--role", default="<sagemaker-execution-role-arn>")
     p.add_argument("--train", default="s3://<bucket>/mediqa/train.json")
     p.add_argument("--validation", default="")
+    p.add_argument("--model", default="", help="S3 prefix of a Hugging Face model directory (the `model` channel)")
     p.add_argument("--output", default="s3://<bucket>/radreport")
     p.add_argument("--instance-type", default="ml.p3.16xlarge")
-    p.add_argument("--instance-count", type=int, default=1)
-    p.add_argument("--job-name", default="radreport-flan-t5-xl")
-    p.add_argument("--max-run", type=int, default=24 * 3600)
-    p.add_argument("--spot", action="store_true", help="managed spot training; resumes from the checkpoint S3 URI")
+    p.add_argument("--instance-count", type=positive_int, default=1)
+    p.add_argument("--job-name", type=job_name_arg, default="radreport-flan-t5-xl", help="base of the job name")
+    p.add_argument(
+        "--resume-job", type=job_name_arg, default=None, help="continue the run of this earlier job (its checkpoints)"
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume-job: continue it even though the config, data or model differ",
+    )
+    p.add_argument("--data-gib", type=size_gib, default=1.0, help="size of the data channels, for the volume size")
+    p.add_argument("--max-run", type=positive_int, default=24 * 3600)
+    p.add_argument("--spot", action="store_true", help="managed spot training; a restart resumes from checkpoints")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
@@ -89,13 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: the SageMaker SDK is not installed: pip install '.[sagemaker]'", file=sys.stderr)
         return 2
-    inputs = request.pop("inputs")
-    estimator = Estimator(
-        **{k: v for k, v in request.items() if k not in ("use_spot_instances",)},
-        use_spot_instances=request["use_spot_instances"],
-    )
-    estimator.fit(inputs, wait=False)
-    print(f"submitted: {estimator.latest_training_job.name}")
+    inputs, job_name = request.pop("inputs"), request.pop("job_name")
+    estimator = Estimator(**request)
+    estimator.fit(inputs, job_name=job_name, wait=False)
+    print(f"submitted: {job_name}; checkpoints: {request['checkpoint_s3_uri']}")
     return 0
 
 
