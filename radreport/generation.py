@@ -165,7 +165,7 @@ def generate(
     """Decode one batch; every request in it shares `params`. One Generated per finding, in order."""
     backgrounds = backgrounds or [""] * len(findings)
     ids, full_lengths = encode(tokenizer, meta, findings, backgrounds)
-    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding_side="right")  # row i: its first len(ids[i])
     input_ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
     # The encoder runs once: generation and scoring both read its output.
     hidden = model.get_encoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state

@@ -13,7 +13,11 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import NoReturn
+
+import uvicorn
 
 from radreport.cli import port, run
 from radreport.config import load_config
@@ -67,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value, e.g. max_batch_sequences=32")
     a = p.parse_args(argv)
     config = load_config(ServeConfig, a.config, a.overrides)
-    config = replace(config, api_key=resolve_api_key(config, os.environ.get(API_KEY_ENV, ""), a.sagemaker))
-    config = replace(config, api_key_file="")
+    key = resolve_api_key(config, os.environ.get(API_KEY_ENV, ""), a.sagemaker)
+    config = replace(config, api_key=key, api_key_file="")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not config.api_key and not a.sagemaker and a.host not in LOOPBACK:
         log.warning(
@@ -92,45 +96,41 @@ def main(argv: list[str] | None = None) -> int:
     return serve_forever(served, config, a.host, a.port, a.log_level)
 
 
-def serve_forever(served, config: ServeConfig, host: str, port_number: int, log_level: str) -> int:
-    import uvicorn
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a drain before its shutdown. On the first SIGTERM or SIGINT the listener stays open (new
+    requests get 503 in our error shape, readiness fails) while requests in flight finish, up to the drain
+    timeout (serve.app.drain); then uvicorn's normal shutdown. A second signal stops at once."""
 
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]):
+        super().__init__(config)
+        self.drain, self.loop, self.draining = drain, None, False
+
+    async def startup(self, sockets=None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.draining or not self.started or self.loop is None:
+            return super().handle_exit(sig, frame)
+        self.draining = True  # not recorded as a captured signal: a drained server exits 0
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.drain_then_exit()))
+
+    async def drain_then_exit(self) -> None:
+        await self.drain()
+        self.should_exit = True
+
+
+def serve_forever(served, config: ServeConfig, host: str, port_number: int, log_level: str) -> NoReturn:
     from serve.app import create_app, drain
-
-    class DrainingServer(uvicorn.Server):
-        """uvicorn with a drain before its shutdown: on the first SIGTERM or SIGINT the listener stays open
-        (new requests get 503 in our error shape, readiness fails) while requests in flight finish, up to
-        drain_timeout_s; then the normal shutdown. A second signal stops at once."""
-
-        loop: asyncio.AbstractEventLoop | None = None
-        draining = False
-
-        async def startup(self, sockets=None) -> None:
-            self.loop = asyncio.get_running_loop()
-            await super().startup(sockets)
-
-        def handle_exit(self, sig, frame) -> None:
-            if self.draining or not self.started or self.loop is None:
-                return super().handle_exit(sig, frame)
-            self.draining = True
-            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.drain_then_exit()))
-
-        async def drain_then_exit(self) -> None:
-            await drain(app, config.drain_timeout_s)
-            self.should_exit = True
 
     app = create_app(served, config)
     # access_log off: the access line is ours (serve/edge.py), with ids and sizes, never text.
     # timeout_graceful_shutdown: after the drain every request has its answer; this only bounds stragglers.
     server = DrainingServer(
         uvicorn.Config(
-            app,
-            host=host,
-            port=port_number,
-            log_level=log_level,
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
+            app, host=host, port=port_number, log_level=log_level, access_log=False, timeout_graceful_shutdown=1
+        ),
+        lambda: drain(app, config.drain_timeout_s),
     )
     server.run()
     # Exit now, not at the end of interpreter teardown: a batch abandoned by the drain may still be running on

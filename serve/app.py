@@ -49,7 +49,7 @@ def create_app(served: ServedModel, config: ServeConfig | None = None) -> FastAP
     metrics, service = Metrics(), ServiceState()
 
     def run_batch(jobs):
-        return served.generate([j.findings for j in jobs], [j.background for j in jobs], jobs[0].params)
+        return served.generate([j.findings for j in jobs], jobs[0].params, [j.background for j in jobs])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -60,7 +60,7 @@ class ServeConfig:
             if getattr(self, k) < 1
         ]
         for k in ("max_num_beams", "max_return_sequences"):
-            if getattr(self, k) > self.max_batch_sequences:
+            if getattr(self, k) > self.max_batch_sequences >= 1:
                 errors.append(f"{k}: must be <= max_batch_sequences ({self.max_batch_sequences}): one request must fit")
         if self.max_wait_ms < 0:
             errors.append("max_wait_ms: must be >= 0")

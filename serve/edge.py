@@ -28,6 +28,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics"})
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 ROUTES = frozenset({"/impression", "/invocations", *OPEN_PATHS})
+# An answer sent before the whole body was read ends the connection: the rest of the body is not a next request.
+CLOSE = {"Connection": "close"}
 
 
 def log_safe(path: str) -> str:
@@ -100,17 +102,17 @@ class EdgeMiddleware:
         limit = self.config.max_body_bytes
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await reply(413, "body_too_large", f"body over {limit} bytes")
+            return await reply(413, "body_too_large", f"body over {limit} bytes", **CLOSE)
         try:
             body = await asyncio.wait_for(self._read_body(receive, limit), self.config.body_timeout_s)
         except asyncio.TimeoutError:
             return await reply(
-                408, "body_timeout", f"request body not received within {self.config.body_timeout_s:g} s"
+                408, "body_timeout", f"request body not received within {self.config.body_timeout_s:g} s", **CLOSE
             )
         except ClientLeft:  # the client went away mid-body: nobody to answer
             return
         if body is None:
-            return await reply(413, "body_too_large", f"body over {limit} bytes")
+            return await reply(413, "body_too_large", f"body over {limit} bytes", **CLOSE)
         size[0] = len(body)
         try:
             body.decode("utf-8")

@@ -35,7 +35,7 @@ class ServedModel:
     name: str
     """What answers report as `model`: the directory's name (or the hub id)."""
 
-    def generate(self, findings: list[str], backgrounds: list[str], params) -> list[Generated]:
+    def generate(self, findings: list[str], params, backgrounds: list[str]) -> list[Generated]:
         return generate(self.model, self.tokenizer, self.meta, findings, params, backgrounds)
 
     def default_params(self, **overrides):
@@ -52,6 +52,6 @@ def load_served_model(model_dir: str, config: ServeConfig) -> ServedModel:
     name = Path(model_dir).name if Path(model_dir).is_dir() else model_dir
     served = ServedModel(model, tokenizer, meta, name)
     if config.warmup:
-        served.generate([WARMUP_FINDINGS], [""], served.default_params())
+        served.generate([WARMUP_FINDINGS], served.default_params(), [""])
     log.info("loaded: model=%s device=%s dtype=%s", name, device, next(model.parameters()).dtype)
     return served

@@ -249,7 +249,7 @@ def test_with_the_real_generation_helper_answers_equal_direct_generation(trained
     params = [GenerationParams(num_beams=2, max_new_tokens=8), GenerationParams(num_beams=1, max_new_tokens=8)]
 
     def run_batch(jobs):
-        return served.generate([j.findings for j in jobs], [j.background for j in jobs], jobs[0].params)
+        return served.generate([j.findings for j in jobs], jobs[0].params, [j.background for j in jobs])
 
     async def main():
         engine = await started(run_batch, max_wait_ms=50)
@@ -260,7 +260,7 @@ def test_with_the_real_generation_helper_answers_equal_direct_generation(trained
 
     results, computed = run(main())
     assert computed == 6
-    direct = [g for p in params for g in served.generate(texts, [""] * 3, p)]
+    direct = [g for p in params for g in served.generate(texts, p, [""] * 3)]
     for got, want in zip(results, direct, strict=True):
         assert [t for t, _ in got.candidates] == [t for t, _ in want.candidates]
         assert [s for _, s in got.candidates] == pytest.approx([s for _, s in want.candidates], abs=1e-4)
