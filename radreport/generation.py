@@ -97,10 +97,15 @@ class GenerationParams:
     def write_into(self, generation_config) -> None:
         """Set these values on a transformers GenerationConfig (saved as the model's generation_config.json).
 
-        Only the values this search uses: transformers refuses to save a config carrying e.g. a temperature
-        without sampling, and `params_from_model` reads an absent value back as our default."""
-        for name, value in self.used().items():
-            setattr(generation_config, name, value)
+        Only the values this search uses; the others are unset (None), also where the config held them before:
+        transformers refuses to save a config carrying e.g. a temperature without sampling, and
+        `params_from_model` reads an unset value back as our default."""
+        used = self.used()
+        for f in fields(self):
+            if f.name in used:
+                setattr(generation_config, f.name, used[f.name])
+            elif getattr(generation_config, f.name, None) is not None:
+                setattr(generation_config, f.name, None)
 
     def used(self) -> dict:
         """The fields this search uses, by name."""

@@ -192,7 +192,9 @@ def test_sampling_with_one_beam_may_return_more_candidates_than_beams():
     ids=["greedy", "sampling", "beam"],
 )
 def test_written_into_generation_config_and_read_back(tmp_path, params):
-    g = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    # a config that held another search's values before (a model fine-tuned from one of ours)
+    g = GenerationConfig(decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, num_beams=4, early_stopping=True)
+    GenerationParams(do_sample=True, temperature=0.3, seed=2).write_into(g)
     params.write_into(g)
     g.save_pretrained(tmp_path)  # transformers validates strictly on save: no value may go unused
     saved = GenerationConfig.from_pretrained(tmp_path)
