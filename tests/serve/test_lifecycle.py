@@ -171,7 +171,9 @@ def test_the_reference_client_works_unchanged_on_the_production_config(varied_mo
 
 def test_sigterm_drains_then_exits_within_the_drain_timeout_plus_a_second(tiny_model_dir, tmp_path, error_shape):
     drain = 2.0
-    s = Server(tiny_model_dir, tmp_path / "log", f"drain_timeout_s={drain}", "max_wait_ms=0")
+    s = Server(
+        tiny_model_dir, tmp_path / "log", f"drain_timeout_s={drain}", "max_wait_ms=0", "max_new_tokens_limit=1024"
+    )
     answers = {}
 
     def ask(name, body):
@@ -182,7 +184,7 @@ def test_sigterm_drains_then_exits_within_the_drain_timeout_plus_a_second(tiny_m
     time.sleep(0.1)
     long = [
         threading.Thread(
-            target=ask, args=(f"long{i}", {"findings": "Study.", "num_beams": 16 - i, "max_new_tokens": 256})
+            target=ask, args=(f"long{i}", {"findings": "Study.", "num_beams": 16 - i, "max_new_tokens": 640})
         )
         for i in range(3)
     ]
@@ -210,7 +212,8 @@ def test_sigterm_drains_then_exits_within_the_drain_timeout_plus_a_second(tiny_m
         assert r.status_code in (200, 503), r.text
         if r.status_code == 503:
             assert "shut down before this request was answered" in error_shape(r, 503, "not_ready")["message"]
-    assert any(answers[n].status_code == 503 for n in ("long1", "long2"))  # ~3 s of work does not fit in 2 s
+    # seconds of work each (the untrained model never says </s>): at most one fits in the drain timeout
+    assert sum(answers[n].status_code == 503 for n in ("long0", "long1", "long2")) >= 2
     log = s.log_path.read_text()
     assert "Traceback" not in log and "ERROR" not in log and "draining: up to 2s" in log
 
