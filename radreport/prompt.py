@@ -33,9 +33,13 @@ def render(findings: str, template: str = DEFAULT_TEMPLATE, background: str = ""
 
 def findings_from_prompt(text: str) -> str:
     """A client that already wrapped findings in the instruction (the reference's notebook does) gets
-    the findings back, so the template is not applied twice; any other text is taken as findings."""
-    for name in ("instruction_background", "instruction"):
-        prefix = TEMPLATES[name].split("{", 1)[0]
-        if text.startswith(prefix) and "Findings:" in text:
-            return text.split("Findings:", 1)[1].strip()
-    return text.strip()
+    the findings back, so the template is not applied twice; any other text is taken as findings.
+    A prompt that is only the instruction gives "" (no findings), never the instruction itself."""
+    text = text.strip()
+    instruction = TEMPLATES["instruction"].split("Findings:", 1)[0].strip()
+    if not text.startswith(instruction):
+        return text
+    rest = text[len(instruction) :].strip()
+    if "Findings:" in rest:
+        return rest.split("Findings:", 1)[1].strip()
+    return "" if rest.startswith("Background:") else rest

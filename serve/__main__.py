@@ -1,17 +1,59 @@
 """Serve a model directory: POST /impression, the SageMaker hosting routes, health, readiness, metrics.
 
 python -m serve --model DIR [--config configs/serve/g5.2xlarge.yaml] [--host 127.0.0.1] [--port 8000] [key=value ...]
+
+This is the service's edge: the only place that reads the environment (RADREPORT_API_KEY). Everything that
+can refuse the config or the model directory runs before the server listens: one line, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import NoReturn
 
-from radreport.cli import run
+import uvicorn
+
+from radreport.cli import port, run
 from radreport.config import load_config
+from radreport.errors import InputError
+from radreport.paths import existing_file
 from serve.config import ServeConfig
+
+API_KEY_ENV = "RADREPORT_API_KEY"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+log = logging.getLogger("serve")
+
+
+def resolve_api_key(config: ServeConfig, from_env: str, sagemaker: bool) -> str:
+    """The API key from exactly one of: config api_key (YAML or key=value), api_key_file, the environment."""
+    given = [name for name, v in (("api_key", config.api_key), ("api_key_file", config.api_key_file)) if v]
+    if from_env:
+        given.append(API_KEY_ENV)
+    if len(given) > 1:
+        raise InputError(f"API key given {len(given)} ways ({', '.join(given)}): give it one way")
+    key = config.api_key or from_env
+    if config.api_key_file:
+        path = existing_file(config.api_key_file, "api_key_file")
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"api_key_file: {path}: cannot be read ({type(e).__name__})") from None
+        if not key:
+            raise InputError(f"api_key_file: {path} is empty")
+    if key and sagemaker:
+        raise InputError(
+            "an API key cannot be used under SageMaker hosting: InvokeEndpoint sends no key "
+            "(IAM signs and authorises each call); remove it"
+        )
+    if any(c.isspace() for c in key):
+        raise InputError("API key: must not contain whitespace")
+    return key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,26 +61,84 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="model directory (or hub id)")
     p.add_argument("--config", help="configs/serve/*.yaml")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--log-level", default="info")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. max_batch_size=16")
+    p.add_argument("--port", type=port, default=8000)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help="running under SageMaker hosting (docker/serve/serve sets it): IAM guards the endpoint, no API key",
+    )
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. max_batch_sequences=32")
     a = p.parse_args(argv)
     config = load_config(ServeConfig, a.config, a.overrides)
-    import uvicorn
-
-    from serve.app import create_app
-
+    key = resolve_api_key(config, os.environ.get(API_KEY_ENV, ""), a.sagemaker)
+    config = replace(config, api_key=key, api_key_file="")
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # access_log off: uvicorn's access line is ours (EdgeMiddleware), with ids and sizes, never text
-    uvicorn.run(
-        create_app(a.model, config),
-        host=a.host,
-        port=a.port,
-        log_level=a.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(config.drain_timeout_s),
+    if not config.api_key and not a.sagemaker and a.host not in LOOPBACK:
+        log.warning(
+            "no API key: anyone who can reach %s:%d can use the service; set %s or api_key_file=PATH",
+            a.host,
+            a.port,
+            API_KEY_ENV,
+        )
+
+    from serve.model import load_served_model
+
+    try:
+        served = load_served_model(a.model, config)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001  e.g. out of GPU memory in the warm-up: one line, not a traceback
+        print(
+            f"error: {a.model}: the model could not be loaded and warmed up ({type(e).__name__}: {e})", file=sys.stderr
+        )
+        return 1
+    return serve_forever(served, config, a.host, a.port, a.log_level)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a drain before its shutdown. On the first SIGTERM or SIGINT the listener stays open (new
+    requests get 503 in our error shape, readiness fails) while requests in flight finish, up to the drain
+    timeout (serve.app.drain); then uvicorn's normal shutdown. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]):
+        super().__init__(config)
+        self.drain, self.loop, self.draining = drain, None, False
+
+    async def startup(self, sockets=None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.draining or not self.started or self.loop is None:
+            return super().handle_exit(sig, frame)
+        self.draining = True  # not recorded as a captured signal: a drained server exits 0
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self.drain_then_exit()))
+
+    async def drain_then_exit(self) -> None:
+        await self.drain()
+        self.should_exit = True
+
+
+def serve_forever(served, config: ServeConfig, host: str, port_number: int, log_level: str) -> NoReturn:
+    from serve.app import create_app, drain
+
+    app = create_app(served, config)
+    # access_log off: the access line is ours (serve/edge.py), with ids and sizes, never text.
+    # timeout_graceful_shutdown: after the drain every request has its answer; this only bounds stragglers.
+    server = DrainingServer(
+        uvicorn.Config(
+            app, host=host, port=port_number, log_level=log_level, access_log=False, timeout_graceful_shutdown=1
+        ),
+        lambda: drain(app, config.drain_timeout_s),
     )
-    return 0
+    server.run()
+    # Exit now, not at the end of interpreter teardown: a batch abandoned by the drain may still be running on
+    # the generation thread, and tearing torch down under it aborts the process (and takes seconds).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if server.started else 1)
 
 
 if __name__ == "__main__":

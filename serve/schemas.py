@@ -1,39 +1,72 @@
-"""Request and response schemas, with bounds at the edge."""
+"""Request and response schemas, with bounds at the edge.
+
+Types are strict: `true` is not a number of beams and `"4"` is not a number (a client that sends them has a
+bug we should not hide). Unknown parameters are refused, never ignored. Values that depend on each other or
+on the model's defaults (num_return_sequences vs num_beams, sampling-only values) are checked by
+radreport.generation.GenerationParams.check(), the decoding contract itself.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from radreport.generation import MAX_TEMPERATURE, MIN_TEMPERATURE
+from radreport.prompt import findings_from_prompt
+
+EMPTY_FINDINGS = "findings is empty or whitespace"
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-class ImpressionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GenerationFields(BaseModel):
+    """Decoding parameters a request may set; unset ones come from the model's generation_config.json.
 
+    The JumpStart text2text names, with the meaning radreport.generation.GenerationParams gives them."""
+
+    model_config = STRICT
+
+    num_beams: int | None = Field(default=None, ge=1, le=64, description="Beam width; 1: greedy (or plain sampling).")
+    num_return_sequences: int | None = Field(default=None, ge=1, le=64, description="Candidates returned, best first.")
+    length_penalty: float | None = Field(
+        default=None, ge=-5.0, le=5.0, allow_inf_nan=False, description="Scores are sum(log p) / length**this."
+    )
+    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=64, description="No n-gram of this size twice.")
+    early_stopping: bool | None = Field(
+        default=None, description="Beam search: stop at num_beams finished candidates (greedy/sampling stop at </s>)."
+    )
+    do_sample: bool | None = Field(default=None, description="Sample tokens instead of searching.")
+    top_k: int | None = Field(default=None, ge=0, description="Sampling only: keep the k likeliest tokens (0: all).")
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False, description="Sampling only: nucleus.")
+    temperature: float | None = Field(
+        default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, allow_inf_nan=False, description="Sampling only."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Sampling only: the same seed gives the same answer."
+    )
+
+    def generation_values(self) -> dict:
+        return {k: getattr(self, k) for k in GenerationFields.model_fields}
+
+
+class ImpressionRequest(GenerationFields):
     findings: str = Field(min_length=1, max_length=20000, description="The FINDINGS section of a chest X-ray report.")
     background: str | None = Field(
         default=None, max_length=5000, description="Indication/comparison, if the model uses it."
     )
-    num_beams: int | None = Field(default=None, ge=1, le=64)
     max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
-    num_return_sequences: int | None = Field(default=None, ge=1, le=64)
-    length_penalty: float | None = Field(default=None, ge=-5.0, le=5.0)
 
     @field_validator("findings")
     @classmethod
     def not_blank(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("findings is empty or whitespace")
+            raise ValueError(EMPTY_FINDINGS)
         return v
-
-    @model_validator(mode="after")
-    def returns_within_beams(self):
-        if self.num_return_sequences and self.num_beams and self.num_return_sequences > self.num_beams:
-            raise ValueError("num_return_sequences must not exceed num_beams")
-        return self
 
 
 class Candidate(BaseModel):
     text: str
-    score: float = Field(description="Beam-search sequence score (length-normalised log-probability).")
+    score: float = Field(
+        description="The model's log-probability of the text, up to its </s>, / length**length_penalty."
+    )
 
 
 class Usage(BaseModel):
@@ -49,23 +82,30 @@ class ImpressionResponse(BaseModel):
     truncated: bool = False
 
 
-class InvocationsRequest(BaseModel):
-    """The SageMaker JumpStart text2text payload the reference's notebook sends."""
+class InvocationsRequest(GenerationFields):
+    """The SageMaker JumpStart text2text payload (the reference's notebook sends text_inputs, max_length,
+    num_return_sequences, num_beams)."""
 
-    text_inputs: str | list[str] = Field(description="One prompt or findings text, or a list of them.")
-    max_length: int | None = Field(default=None, ge=1, le=4096)
-    num_beams: int | None = Field(default=None, ge=1, le=64)
-    num_return_sequences: int | None = Field(default=None, ge=1, le=64)
+    text_inputs: str | list[str] = Field(description="One prompt or findings text, or a list of them (at most 64).")
+    max_length: int | None = Field(default=None, ge=1, le=4096, description="Tokens generated at most.")
 
     @field_validator("text_inputs")
     @classmethod
-    def not_blank(cls, v):
+    def findings_in_every_input(cls, v):
         items = [v] if isinstance(v, str) else v
-        if not items or any(not isinstance(x, str) or not x.strip() for x in items):
-            raise ValueError("text_inputs must be non-empty text")
+        if not items:
+            raise ValueError("text_inputs: an empty list")
         if len(items) > 64:
             raise ValueError("at most 64 text_inputs per request")
+        for i, text in enumerate(items):
+            if not findings_from_prompt(text):  # a prompt that is only the instruction has no findings either
+                where = "" if isinstance(v, str) else f" (input {i})"
+                raise ValueError(f"{EMPTY_FINDINGS}{where}")
         return v
+
+    def findings(self) -> list[str]:
+        items = [self.text_inputs] if isinstance(self.text_inputs, str) else self.text_inputs
+        return [findings_from_prompt(t) for t in items]
 
 
 class InvocationsResponse(BaseModel):

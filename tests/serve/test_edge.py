@@ -1,0 +1,50 @@
+"""The edge middleware around a real ASGI app that fails: an unexpected error is one log line naming where,
+never its text, and a 500 in the one error shape."""
+
+import asyncio
+import json
+import logging
+
+from serve.app import ServiceState
+from serve.config import ServeConfig
+from serve.edge import EdgeMiddleware, log_safe
+from serve.telemetry import Metrics
+
+SECRET = "findings that must not reach a log"
+
+
+async def failing_app(scope, receive, send):
+    raise RuntimeError(SECRET)
+
+
+def call(app, path="/impression", method="GET"):
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_an_unhandled_error_is_a_500_in_the_error_shape_and_one_log_line(caplog):
+    service = ServiceState(phase="ready")
+    edge = EdgeMiddleware(failing_app, ServeConfig(), Metrics(), service)
+    with caplog.at_level(logging.INFO, logger="serve"):
+        sent = call(edge)
+    start, body = sent[0], json.loads(sent[1]["body"])
+    assert start["status"] == 500 and body == {"error": {"code": "internal", "message": "internal error"}}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "type=RuntimeError at " in errors[0] and "test_edge.py:" in errors[0]
+    assert SECRET not in caplog.text and "Traceback" not in caplog.text
+    assert service.in_flight == 0
+
+
+def test_log_safe_keeps_one_printable_token():
+    assert log_safe("/x\r\nFORGED line") == "/x%0D%0AFORGED%20line"
+    assert log_safe("/impression") == "/impression"
+    assert log_safe("/é\t") == "/%C3%A9%09"
