@@ -8,6 +8,7 @@ installed distribution may ship a package of the same name.
 import builtins
 import importlib.metadata
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,8 +25,15 @@ def test_no_other_distribution_ships_our_top_level_names():
 
 
 def test_built_wheel_imports_as_ours_from_anywhere(tmp_path):
+    src = tmp_path / "src"  # a copy: building in place would leave build/ and *.egg-info in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", *PACKAGES):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path],
         check=True,
     )
     (wheel,) = tmp_path.glob("radiology_impressions-*.whl")
