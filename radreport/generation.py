@@ -71,7 +71,7 @@ class GenerationParams:
             errors.append("max_new_tokens: must be >= 1")
         if self.num_return_sequences < 1:
             errors.append("num_return_sequences: must be >= 1")
-        elif self.num_return_sequences > self.num_beams and not (self.do_sample and self.num_beams == 1):
+        elif 1 <= self.num_beams < self.num_return_sequences and not (self.do_sample and self.num_beams == 1):
             errors.append("num_return_sequences: must not exceed num_beams (except for sampling with num_beams 1)")
         if self.no_repeat_ngram_size < 0:
             errors.append("no_repeat_ngram_size: must be >= 0")

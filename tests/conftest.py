@@ -67,3 +67,44 @@ def trained_model_dir(tmp_path_factory) -> Path:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "run" / "model"
+
+
+NOISE_SCALES = (0.15, 0.3, 0.5, 0.8, 1.2)
+
+
+@pytest.fixture(scope="session")
+def varied_model_dir(trained_model_dir, tmp_path_factory) -> Path:
+    """The one-epoch tiny model with seeded noise on its weights, saved as a model directory.
+
+    The trained tiny model answers every study alike; batching must be shown not to change answers that end at
+    different lengths (padding after a short answer). The noise is the smallest of NOISE_SCALES (relative to
+    each weight's spread, seeded) under which greedy answers to the first 40 dev1 findings end at three or more
+    lengths, some before the token limit: how much is needed depends on how the model trained."""
+    import shutil
+
+    import torch
+
+    from radreport.generation import GenerationParams, generate
+    from radreport.modeling import load_model, load_tokenizer, read_meta
+    from radreport.schema import load_examples
+
+    tokenizer, meta = load_tokenizer(trained_model_dir), read_meta(trained_model_dir)
+    texts = [r.findings for r in load_examples(SAMPLE / "dev1.json")[:40]]
+    for scale in NOISE_SCALES:
+        model = load_model(trained_model_dir)
+        noise = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=noise) * scale * p.std())
+        lengths = {
+            g.output_tokens
+            for g in generate(model, tokenizer, meta, texts, GenerationParams(num_beams=1, max_new_tokens=24))
+        }
+        if len(lengths) >= 3 and min(lengths) < 24:
+            break
+    else:
+        raise AssertionError(f"no noise scale in {NOISE_SCALES} makes answers end at different lengths")
+    out = tmp_path_factory.mktemp("varied") / "model"
+    shutil.copytree(trained_model_dir, out)
+    model.save_pretrained(out)
+    return out

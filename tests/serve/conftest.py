@@ -3,30 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from serve.local_server import Server
-
-
-@pytest.fixture(scope="session")
-def varied_model_dir(trained_model_dir, tmp_path_factory):
-    """The one-epoch tiny model with seeded noise on its weights, saved as a model directory.
-
-    The trained tiny model answers every study alike; with the noise its answers depend on the findings and end
-    at different lengths, which is what batching must not change (padding after a short answer)."""
-    import shutil
-
-    from radreport.modeling import load_model
-
-    out = tmp_path_factory.mktemp("varied") / "model"
-    shutil.copytree(trained_model_dir, out)
-    model = load_model(trained_model_dir)
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=noise) * 0.15 * p.std())
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
