@@ -125,6 +125,10 @@ class EvalConfig:
     """Validation rows (a fixed sample) scored with ROUGE after beam search each epoch; 0 skips it."""
     num_beams: int = 4
     max_new_tokens: int = 64
+    generation_batch_size: int = 8
+    """Validation beam search inputs per device (each searched with num_beams beams): its own batch, planned by
+    `python -m train.plan`, since num_beams x eval_per_device rows can run a GPU out of memory at the longest
+    inputs."""
     metric_for_best: Literal["eval_loss", "rouge1", "rouge2", "rougeL", "rougeLsum"] = "eval_loss"
 
 
