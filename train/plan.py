@@ -14,13 +14,14 @@ entry point on CPU (bench/scale_rehearsal.py, docs/benchmarks.md); every term sa
 Notation: P parameters (an untied lm_head counted: flan-t5-xl 2.85B), N processes, b batch per device,
 s / t source / target tokens of the longest batch, d d_model, f d_ff, n = num_heads x d_kv, h heads,
 Le / Ld encoder / decoder layers, V vocabulary rows, w bytes per weight and activation (4 fp32, 2 bf16/fp16),
-m bytes per dropout mask element (1 on CUDA: bool; 4 on CPU, where dropout keeps a float mask).
+m bytes per dropout mask element (1 on CUDA: bool; w on CPU, where dropout keeps its mask in the activations'
+dtype).
 
   framework      CPU: what a rank of the real loop holds besides the terms below (CPU_FRAMEWORK_GIB, measured);
                  CUDA: context, kernels and NCCL buffers, outside max_memory_allocated (CUDA_CONTEXT_GIB).
   model states   ZeRO-3 partitions, 20 P / N: weights w + fp32 master copy (none when w = 4: DeepSpeed reuses the
-                 weights) + gradient partition + a flattened fp32 copy of it for the optimizer step + Adam m, v
-                 (4 + 4 + 4 + 8 in fp32). Offloaded parts go to host memory instead.
+                 weights) + gradient partition w + a flattened fp32 copy of it for the optimizer step + Adam m, v
+                 (4 + 0 + 4 + 4 + 8 in fp32; 2 + 4 + 2 + 4 + 8 in 16-bit). Offloaded parts go to host memory.
   ZeRO-3 working set  gathered parameters that stay live until their reuse in backward: w min(P, reuse/2) where
                  reuse = stage3_max_reuse_distance (a parameter is kept when it is used again within that many
                  parameters; from forward to backward that holds for the last reuse/2 of them). Gradients are
@@ -34,10 +35,15 @@ m bytes per dropout mask element (1 on CUDA: bool; 4 on CPU, where dropout keeps
                        mask) or ReLU (2 w + m) f; and per layer (2 w + m) b h s^2 (softmax, dropout mask, dropout out)
                    decoder layer, per target token: 3 norms + 6 w n + 3 m d + feed-forward; per source token 2 w n
                        (cross-attention keys and values); per layer (2 w + m) b h (t^2 + t s)
-                   each stack: embedding dropout mask, final norm, its dropout: 2 m d + norm + w d per token
+                   each stack, per token: 2 m d + norm (embedding and final dropout masks, the final norm; its
+                       output feeds dropout, not a linear, and the stack's output is kept by what reads it)
                    loss: log-softmax of the logits, 4 t V per example (fp32)
-                 With gradient checkpointing each block keeps only its input (w d per token), and one block at a
-                 time is recomputed in backward (the largest one counts).
+                 With gradient checkpointing each block keeps only its input (w d per token), plus the position
+                 biases the first block hands on (w h s^2; w h (t^2 + t s); only in a stack of 2+ layers), and
+                 one block at a time is recomputed in backward (the largest one counts).
+                 Checked to the byte in fp32. For 16-bit on CUDA it is an estimate (attention maps and masks
+                 as above, in w and bool). On CUDA, SDPA may pick its memory-efficient kernel, which keeps no
+                 attention probabilities: the plan then errs high.
   transient      backward's peak on top: the logits' two gradients (2 x 4 b t V) and one attention map's gradients.
   CPU allocator  (CPU only) what glibc malloc holds beyond the live tensors: CPU_ALLOCATOR_RETENTION bytes per
                  parameter (measured; see the constant).
