@@ -17,13 +17,14 @@
 
 The training rows are the sample's longest (by tokens), so every step is close to the longest batch the
 planner plans for. The last line reads `rehearsal: peak X GiB measured, Y GiB planned per rank`.
-Needs ~18 GB of memory at the defaults: run it alone (under the heavy-jobs lock); it refuses to start when
+Needs ~20 GB of memory at the defaults: run it alone (under the heavy-jobs lock); it refuses to start when
 the plan says it does not fit this machine (--force to try anyway).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -61,12 +62,14 @@ def vm_hwm(pid: int) -> int | None:
 
 
 class RankPeaks:
-    """Polls the launcher's descendants that are training ranks (environment RANK set) and keeps each one's
-    VmHWM. The kernel's high-water mark is exact; polling only has to read it before the process exits."""
+    """Polls the launcher's descendants and keeps the VmHWM of each training rank: a process with RANK in its
+    environment whose parent has none (a process a rank starts inherits RANK; it is kept apart, in `others`).
+    The kernel's high-water mark is exact; polling only has to read it before the process exits."""
 
     def __init__(self, launcher_pid: int, interval: float = 0.2):
         self.launcher_pid, self.interval = launcher_pid, interval
         self.peaks: dict[int, int] = {}
+        self.others: dict[str, int] = {}  # "pid command" -> peak, for processes the ranks started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -79,22 +82,27 @@ class RankPeaks:
         self._thread.join()
 
     def _run(self) -> None:
-        ranks: dict[int, int] = {}  # pid -> rank
+        role: dict[int, int | str | None] = {}  # pid -> rank, "pid command" of a rank's child, or None
         while not self._stop.is_set():
-            for pid in descendants(self.launcher_pid):
-                if pid not in ranks:
+            for pid, ppid in descendants(self.launcher_pid):
+                if pid not in role:
                     env = environment(pid)
-                    if "RANK" in env and "LOCAL_RANK" in env:
-                        ranks[pid] = int(env["RANK"])
-                if pid in ranks:
-                    peak = vm_hwm(pid)
-                    if peak:
-                        self.peaks[ranks[pid]] = max(self.peaks.get(ranks[pid], 0), peak)
+                    if "RANK" not in env or "LOCAL_RANK" not in env:
+                        role[pid] = None
+                    elif "RANK" in environment(ppid):
+                        role[pid] = f"{pid} {command(pid)}"
+                    else:
+                        role[pid] = int(env["RANK"])
+                peak = vm_hwm(pid) if role[pid] is not None else None
+                if peak and isinstance(role[pid], int):
+                    self.peaks[role[pid]] = max(self.peaks.get(role[pid], 0), peak)
+                elif peak:
+                    self.others[role[pid]] = max(self.others.get(role[pid], 0), peak)
             self._stop.wait(self.interval)
 
 
-def descendants(root: int) -> list[int]:
-    """Every process below `root`, from /proc/PID/stat's parent ids."""
+def descendants(root: int) -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process below `root`, from /proc/PID/stat."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -106,9 +114,16 @@ def descendants(root: int) -> list[int]:
     while frontier:
         parent = frontier.pop()
         children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
+        found += [(pid, parent) for pid in children]
         frontier += children
     return found
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return "?"
 
 
 def environment(pid: int) -> dict[str, str]:
@@ -206,30 +221,19 @@ def launch(run_dir: Path, config: Path, world: int, overrides: list[str], log: P
         )
         with RankPeaks(proc.pid) as peaks:
             rc = proc.wait()
+    for name, peak in peaks.others.items():  # e.g. the compiler of DeepSpeed's first-launch JIT build (1.5 GiB)
+        if peak > 0.1 * GIB:
+            print(f"  (not counted, a process a rank started: {name[:100]}: peak {peak / GIB:.2f} GiB)")
     return rc, dict(sorted(peaks.peaks.items())), time.time() - t0
 
 
 def planned(config: Path, world: int) -> dict:
-    """What `python -m train.plan --cpu --world-size N --config RUN/train.yaml` says."""
-    from radreport.config import load_config
-    from train.config import TrainConfig
+    """`python -m train.plan --config RUN/train.yaml --cpu --world-size N`, printed as a user sees it; its JSON."""
     from train.plan import main as plan_main
-    from train.plan import make_plan
 
-    cfg = load_config(TrainConfig, config)
-    args = argparse.Namespace(
-        cpu=True,
-        world_size=world,
-        memory_gib=0.0,
-        deepspeed="",
-        at_limits=False,
-        assume_rows=0,
-        mfu=0.3,
-        instance="p3.16xlarge",
-        nodes=1,
-    )
-    plan_main(["--config", str(config), "--cpu", "--world-size", str(world)])  # printed as a user sees it
-    return make_plan(cfg, args)
+    out = config.with_name("plan.json")
+    plan_main(["--config", str(config), "--cpu", "--world-size", str(world), "--json", str(out)])
+    return json.loads(out.read_text())
 
 
 def main() -> int:
