@@ -71,9 +71,9 @@ def size_gib(text: str) -> float:
 def volume_gb(cfg: TrainConfig, nodes: int, data_gib: float) -> int:
     """The ML storage volume for this run, from train/disk.py and the model's parameter count (meta device)."""
     from train.disk import disk_need
-    from train.plan import meta_model, model_config, parameter_counts
+    from train.plan import Shape, model_config, parameter_counts
 
-    n_params = parameter_counts(meta_model(model_config(cfg)))["total"]
+    n_params = parameter_counts(Shape.from_config(model_config(cfg)[0]))["total"]
     return disk_need(n_params, cfg, nodes, int(data_gib * GIB)).volume_gb
 
 
