@@ -160,11 +160,11 @@ def test_volume_is_sized_from_the_run(capsys):
 
     cfg = load_config(TrainConfig, "configs/train/flan-t5-xl-p3.16xlarge.yaml", ["data.train=data/sample/train.json"])
     one, two = dry_run(capsys), dry_run(capsys, "--instance-count", "2", "checkpoint.keep_last=1")
-    n = 2_783_917_056  # flan-t5-xl, counted on the meta device (python -m train.plan)
-    assert one["volume_size"] == disk_need(n, cfg, 1, 1024**3).volume_gb == 178
+    n = 2_849_757_184  # flan-t5-xl with its own lm_head (python -m train.plan)
+    assert one["volume_size"] == disk_need(n, cfg, 1, 1024**3).volume_gb == 182
     # two nodes: each holds half of every checkpoint (6 bytes/param), 1 kept + best + 1 being written; export x2
-    # (8), source weights (4), 1 GiB of data: (30 x 2,783,917,056 + 2^30) x 1.1 + 5 GiB = 91.7 GiB
-    assert two["volume_size"] == 92
+    # (8), source weights (4), 1 GiB of data: (30 x 2,849,757,184 + 2^30) x 1.1 + 5 GiB = 93.7 GiB
+    assert two["volume_size"] == 94
 
 
 def test_sm_variables_take_precedence_over_files(tmp_path):

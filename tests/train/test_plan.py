@@ -179,7 +179,7 @@ def test_cpu_plan_of_the_tiny_default(tmp_path):
     assert p["memory"]["framework"] == plan.CPU_FRAMEWORK_GIB
     assert p["batch"]["size"] == 16 and p["batch_from"] == "data"
     assert 0 < p["batch"]["source"] <= 256 and 0 < p["batch"]["target"] <= 64
-    assert p["generation"]["batch"] == 8 and p["generation"]["largest_batch"] > 8
+    assert p["generation"]["batch"] == 16 and p["generation"]["largest_batch"] > 16  # tiny-cpu.yaml
     assert "memory per CPU process" in r.stdout
 
 
