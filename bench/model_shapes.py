@@ -61,7 +61,9 @@ def sample_texts() -> list[str]:
 
 def build_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0):
     """A randomly initialised T5ForConditionalGeneration of shape `name`, lm_head untied, in train mode."""
-    from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from radreport.modeling import initial_generation_config
 
     config = T5Config(**shape_config(name))
     torch.manual_seed(seed)
@@ -71,13 +73,7 @@ def build_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtyp
         head = torch.empty_like(model.shared.weight).normal_(mean=0.0, std=config.initializer_factor)
         model.lm_head.weight = torch.nn.Parameter(head)
     model.config.tie_word_embeddings = False
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=config.decoder_start_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-        num_beams=4,
-        max_new_tokens=64,
-    )
+    model.generation_config = initial_generation_config(config)
     return model.to(dtype)
 
 

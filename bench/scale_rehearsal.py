@@ -12,8 +12,9 @@
 3. Reloads the export, checks that its lm_head is its own matrix (not `shared`), and generates with
    radreport.generation.generate.
 4. Prints, per rank, the peak RSS measured (VmHWM of each rank process, polled from /proc) beside what
-   `python -m train.plan --cpu` plans for the same shape, world size, batch and data; the idle framework RSS
-   measured beside the planner's constant; checkpoint and export sizes on disk beside 12 and 4 bytes/param.
+   `python -m train.plan --cpu` plans for the same shape, world size, batch and data (its framework term is
+   measured on this machine: an idle process with the loop's imports); checkpoint and export sizes on disk
+   beside 12 and 4 bytes/param.
 
 The training rows are the sample's longest (by tokens), so every step is close to the longest batch the
 planner plans for. The last line reads `rehearsal: peak X GiB measured, Y GiB planned per rank`.
@@ -28,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -40,14 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.model_shapes import build_model_dir, head_report  # noqa: E402
 from radreport.io import atomic_write_json  # noqa: E402
+from train.local_launch import launch_command  # noqa: E402
 
 GIB = 1024**3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def vm_hwm(pid: int) -> int | None:
@@ -134,18 +129,6 @@ def environment(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def framework_rss() -> float:
-    """Peak RSS (GiB) of an idle process holding what a rank holds before the model: the training loop's
-    imports (torch, DeepSpeed, transformers, accelerate) and a gloo process group."""
-    code = (
-        "import os, torch.distributed as dist, train.loop\n"
-        f"dist.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)\n"
-        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) * 1024 / GIB
-
-
 def longest_rows(tokenizer, rows, template: str, n: int):
     """The n rows with the most source + target tokens."""
     from radreport.prompt import render
@@ -195,24 +178,7 @@ seed: 0
 
 def launch(run_dir: Path, config: Path, world: int, overrides: list[str], log: Path) -> tuple[int, dict, float]:
     """One `accelerate launch ... -m train` run; (exit status, peak bytes by rank, seconds)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu-2proc.yaml",
-        "--num_processes",
-        str(world),
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "train",
-        "--config",
-        str(config),
-        "--output-dir",
-        str(run_dir),
-        *overrides,
-    ]
+    cmd = launch_command(config, run_dir, world, overrides)
     print("$ accelerate launch " + " ".join(cmd[4:]), flush=True)
     t0 = time.time()
     with open(log, "a") as out:
@@ -327,9 +293,6 @@ def main() -> int:
     # ---- 4. report
     ranks = sorted(set(peaks1) | set(peaks2))
     measured = {r: max(peaks1.get(r, 0), peaks2.get(r, 0)) / GIB for r in ranks}
-    framework = framework_rss()
-    from train.plan import CPU_FRAMEWORK_GIB
-
     params = plan["params"]["total"]
     print(
         f"\nflan-t5-{a.shape} shape ({params / 1e6:.1f}M parameters), {a.world_size} ZeRO-3 CPU processes, "
@@ -352,8 +315,9 @@ def main() -> int:
         + f"; validation beam search {plan['generation']['gib']:.2f}"
     )
     print(
-        f"framework: an idle process with the loop's imports and a gloo group {framework:.2f} GiB; the planner's "
-        f"framework term (a real rank beside its planned terms, measured at the tiny shape) {CPU_FRAMEWORK_GIB:.2f} GiB"
+        f"framework: an idle process with the loop's imports and a gloo group {plan['framework_imports_gib']:.2f} "
+        f"GiB (measured by the planner) + {terms['framework'] - plan['framework_imports_gib']:.2f} GiB planned "
+        "for the tokenizer, the data and DeepSpeed's engine"
     )
     export_bytes = dir_bytes(export) if export.is_dir() else 0
     epoch_bytes = dir_bytes(epoch_ckpts[-1]) if epoch_ckpts else 0
@@ -388,7 +352,6 @@ def main() -> int:
         "peak_gib_measured": max(measured.values(), default=0.0),
         "peak_gib_planned": plan_peak,
         "plan": plan,
-        "framework_gib_measured": framework,
         "checkpoint_gb": {"step": step_ckpt / 1e9, "epoch": epoch_bytes / 1e9, "planned": plan["checkpoint_gb"]},
         "export_gb": {"measured": export_bytes / 1e9, "planned": plan["export_gb"]},
         "export_head": head,

@@ -393,11 +393,25 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec):
     return T5Tokenizer(vocab=vocab, extra_ids=spec.extra_ids)
 
 
+def initial_generation_config(config):
+    """The generation_config.json of a freshly built model: T5's special ids from its config, beam search 4.
+    Training overwrites the decoding part with its `generation:` section when it exports."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        decoder_start_token_id=config.decoder_start_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        num_beams=4,
+        max_new_tokens=64,
+    )
+
+
 def build_tiny_t5(
     spec_path: str | os.PathLike, texts: Iterable[str], out_dir: str | os.PathLike, meta: ModelMeta | None = None
 ) -> Path:
     """Train the tokenizer on `texts`, initialise a T5 from the spec, save a HF model directory."""
-    from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
+    from transformers import T5Config, T5ForConditionalGeneration
 
     from radreport.io import replace_dir
 
@@ -416,13 +430,7 @@ def build_tiny_t5(
     else:  # lm_head a matrix of its own, as in flan-t5; sized for unit-variance logits at the start
         model = _untied_t5_class()(config)
         torch.nn.init.normal_(model.lm_head.weight, std=spec.t5.d_model**-0.5)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        num_beams=4,
-        max_new_tokens=64,
-    )
+    model.generation_config = initial_generation_config(config)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.building")
     model.save_pretrained(tmp)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from radreport.config import to_dict
+from radreport.config import flatten, to_dict
 from train.config import TrainConfig
 
 # Dotted config keys (or prefixes ending in ".") that may change when a run is resumed.
@@ -33,16 +33,6 @@ RESUMABLE_CHANGES = (
 )
 CHUNK = 1 << 24
 MODEL_SUFFIXES = (".json", ".model", ".safetensors")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 def _resumable(key: str) -> bool:
@@ -91,7 +81,7 @@ def run_fingerprint(cfg: TrainConfig, source: str, processes: int) -> dict:
     `source` is what the loop loads (a directory or a hub id). The tiny model is built at start from
     its spec and the training data, so the spec's content stands for it.
     """
-    config = {k: v for k, v in _flatten(to_dict(cfg)).items() if not _resumable(k)}
+    config = {k: v for k, v in flatten(to_dict(cfg)).items() if not _resumable(k)}
     data = {"data.train content": file_sha256(cfg.data.train)}
     if cfg.data.validation:
         data["data.validation content"] = file_sha256(cfg.data.validation)

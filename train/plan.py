@@ -17,7 +17,8 @@ Le / Ld encoder / decoder layers, V vocabulary rows, w bytes per weight and acti
 m bytes per dropout mask element (1 on CUDA: bool; w on CPU, where dropout keeps its mask in the activations'
 dtype).
 
-  framework      CPU: what a rank of the real loop holds besides the terms below (CPU_FRAMEWORK_GIB, measured);
+  framework      CPU: what a rank of the real loop holds besides the terms below: its imports and gloo group,
+                 measured on this machine (cpu_import_gib), + CPU_RANK_EXTRA_GIB;
                  CUDA: context, kernels and NCCL buffers, outside max_memory_allocated (CUDA_CONTEXT_GIB).
   model states   ZeRO-3 partitions, 20 P / N: weights w + fp32 master copy (none when w = 4: DeepSpeed reuses the
                  weights) + gradient partition w + a flattened fp32 copy of it for the optimizer step + Adam m, v
@@ -63,8 +64,10 @@ Checkpoint on disk: 12 bytes per parameter (fp32 master weights + Adam m, v, gat
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,11 +85,11 @@ GIB = 1024**3
 # ("pneumothorax" -> 4 pieces), ~1.5 per word. Not measured (the hub is unreachable where this was written).
 # The ~2.7 per word quoted in issue 10 is the tiny tokenizer learnt from the synthetic sample, not T5's.
 TOKENS_PER_WORD = 1.5
-# What a training rank holds besides the terms below: python, torch, DeepSpeed, transformers, accelerate, a gloo
-# group (0.24 GiB idle), the tokenizer, the tokenised data, DeepSpeed's engine. Measured: ranks of the real loop
-# training the 9M-parameter tiny shape (bench/scale_rehearsal.py --shape tiny) peak at 0.88-0.95 GiB, of which
-# the planned terms are 0.38.
-CPU_FRAMEWORK_GIB = 0.55
+# What a CPU training rank holds besides its imports (cpu_import_gib) and the terms below: the tokenizer, the
+# tokenised data, DeepSpeed's engine. Measured: ranks of the real loop training the 9M-parameter tiny shape
+# (bench/scale_rehearsal.py --shape tiny) peak at 0.88-0.95 GiB with 0.24 GiB of imports and 0.38 of planned
+# terms, and at 1.07-1.15 GiB with 0.46 GiB of imports (once the loop imported datasets) and 0.40 planned.
+CPU_RANK_EXTRA_GIB = 0.30
 # CUDA context, cuBLAS workspace, kernels and NCCL's buffers: not in max_memory_allocated but taken from the
 # GPU. Typical for torch 2.x with CUDA 12: 0.3-0.6 GiB of context, a few hundred MiB for NCCL among 8 GPUs.
 # Not measured here (no GPU); bench/gpu_check.py measures the context.
@@ -362,6 +365,29 @@ def zero3_working_bytes(p: int, z: ZeroSettings) -> float:
     return z.weight_bytes * min(p, z.reuse_distance / 2)
 
 
+@functools.cache
+def cpu_import_gib() -> float:
+    """Peak RSS (GiB) of an idle process holding what a CPU rank holds before its model: the training loop's
+    imports (torch, DeepSpeed, transformers, accelerate, datasets) and a gloo process group. Measured here, in a
+    child process, because it moves with the installed libraries (0.24 GiB, then 0.46 once the loop imported
+    datasets)."""
+    from train.local_launch import free_port
+
+    code = (
+        "import torch.distributed as dist, train.loop\n"
+        f"dist.init_process_group('gloo', init_method='tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring the imports of a CPU rank failed: {out.stderr.strip()[-2000:]}")
+    return int(out.stdout.strip().splitlines()[-1]) * 1024 / GIB
+
+
+def framework_bytes(cpu: bool) -> float:
+    return (cpu_import_gib() + CPU_RANK_EXTRA_GIB if cpu else CUDA_CONTEXT_GIB) * GIB
+
+
 def plan_training(
     shape: Shape, batch: Batch, world: int, z: ZeroSettings, checkpointing: bool, cpu: bool
 ) -> MemoryPlan:
@@ -372,7 +398,7 @@ def plan_training(
     states, _ = model_state_bytes(p, world, z)
     activations = act["kept"] + act["recompute"]
     return MemoryPlan(
-        framework=(CPU_FRAMEWORK_GIB if cpu else CUDA_CONTEXT_GIB) * GIB,
+        framework=framework_bytes(cpu),
         model_states=states,
         zero3_working=zero3_working_bytes(p, z),
         activations=activations,
@@ -391,8 +417,8 @@ def plan_generation(
     # they are used again within stage3_max_reuse_distance parameters, i.e. when they are smaller than it
     per_step = counts["decoder"] + counts["lm_head"] + counts["embedding"]
     gathered = z.weight_bytes * (per_step if per_step < z.reuse_distance else 2 * counts["largest_layer"])
-    framework = (CPU_FRAMEWORK_GIB if cpu else CUDA_CONTEXT_GIB) * GIB
-    return framework + states + gathered + generation_bytes(shape, g, beams, source, new_tokens, z.weight_bytes)
+    decoding = generation_bytes(shape, g, beams, source, new_tokens, z.weight_bytes)
+    return framework_bytes(cpu) + states + gathered + decoding
 
 
 def largest_batch(fits, start: int = 1, limit: int = 4096) -> int:
@@ -598,6 +624,7 @@ def make_plan(cfg: TrainConfig, a) -> dict:
         "cpu": a.cpu,
         "world_size": world,
         "memory_gib": memory_gib,
+        "framework_imports_gib": cpu_import_gib() if a.cpu else None,
         "usable_gib_per_process": usable,
         "deepspeed": asdict(z),
         "batch": asdict(batch),
@@ -681,7 +708,12 @@ def print_plan(r: dict) -> None:
     unit = "CPU process" if r["cpu"] else "GPU"
     print(f"\nmemory per {unit}, training (GiB):")
     rows = [
-        ("framework" + (" (a rank beside the terms below)" if r["cpu"] else " (CUDA context, NCCL)"), mem["framework"]),
+        (
+            f"framework (imports {r['framework_imports_gib']:.2f} measured + {CPU_RANK_EXTRA_GIB:.2f} data, engine)"
+            if r["cpu"]
+            else "framework (CUDA context, NCCL)",
+            mem["framework"],
+        ),
         ("model states, ZeRO-3 partitions (20 B/param / N)", mem["model_states"]),
         ("ZeRO-3 gathered parameters, live forward to backward", mem["zero3_working"]),
         (

@@ -26,7 +26,7 @@ import sys
 from datetime import datetime, timezone
 
 from radreport.cli import positive_int, run
-from radreport.config import parse_overrides
+from radreport.config import flatten, parse_overrides
 from radreport.errors import InputError
 from train.config import TrainConfig
 
@@ -80,7 +80,7 @@ def volume_gb(cfg: TrainConfig, nodes: int, data_gib: float) -> int:
 def build_request(a) -> dict:
     from radreport.config import load_config
 
-    hp = {"config": a.config, **{k: str(v) for k, v in _flatten(parse_overrides(a.overrides)).items()}}
+    hp = {"config": a.config, **{k: str(v) for k, v in flatten(parse_overrides(a.overrides)).items()}}
     # keys exist, values valid (the data path is the job's channel, not a local file)
     cfg = load_config(TrainConfig, a.config, a.overrides + ["data.train=data/sample/train.json"])
     job_name = unique_job_name(a.job_name)
@@ -120,16 +120,6 @@ def build_request(a) -> dict:
     if a.spot:
         request["max_wait"] = a.max_run * 2
     return request
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from train.local_launch import launch_command
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(output_dir: Path, overrides: list[str], processes: int = 2, timeout: int = 600, env: dict | None = None):
     """`accelerate launch --config_file configs/accelerate/cpu-2proc.yaml -m train ...`, as a user runs it."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu-2proc.yaml",
-        "--num_processes",
-        str(processes),
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "train",
-        "--config",
-        "configs/train/tiny-cpu.yaml",
-        "--output-dir",
-        str(output_dir),
-        *overrides,
-    ]
+    cmd = launch_command("configs/train/tiny-cpu.yaml", output_dir, processes, overrides)
     return subprocess.run(
         cmd,
         cwd=ROOT,

@@ -13,10 +13,9 @@ import pytest
 
 from radreport.cli import run
 from radreport.schema import load_examples, write_examples
+from train.local_launch import free_port
 from train.sagemaker import JOB_NAME
 from train.sagemaker import main as sagemaker_main
-
-from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
