@@ -136,11 +136,10 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
         key = f"{prefix}{name}"
         if name in data:
             kwargs[name] = _check_type(data[name], hints[name], key, problems)
+        elif dataclasses.is_dataclass(hints[name]):  # an absent section: its defaults, checked like any other
+            kwargs[name] = _build(hints[name], {}, key + ".", problems)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            if dataclasses.is_dataclass(hints[name]):
-                kwargs[name] = _build(hints[name], {}, key + ".", problems)
-            else:
-                problems.append(f"{key}: required")
+            problems.append(f"{key}: required")
     try:
         obj = cls(**kwargs)
     except TypeError:  # a required key is missing: already recorded
@@ -162,8 +161,8 @@ def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
     return obj
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
-    """Read YAML at `path` (or start empty), apply overrides, check into `cls`."""
+def read_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """The YAML at `path` (or nothing) with the overrides applied: a plain dict, not yet checked."""
     data: dict = {}
     source = str(path) if path else "config"
     if path is not None:
@@ -180,8 +179,12 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(source, [f"the top level must be a mapping of keys, got {type(data).__name__}"])
-    data = _merge(data, parse_overrides(list(overrides)))
-    return from_dict(cls, data, source)
+    return _merge(data, parse_overrides(list(overrides)))
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
+    """Read YAML at `path` (or start empty), apply overrides, check into `cls`."""
+    return from_dict(cls, read_config(path, overrides), str(path) if path else "config")
 
 
 def to_dict(obj: Any) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from radreport.cli import run
 from radreport.errors import EXIT_BAD_INPUT, InputError
+from radreport.paths import output_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,15 +69,34 @@ def write_exit_status(status_dir: Path, status: int) -> None:
     atomic_write_json(status_dir / f"rank-{rank}.json", {"rank": int(rank), "exit": status})
 
 
+def die_with_launcher() -> None:
+    """Under a launcher (`accelerate launch`, torchrun), stop this process when the launcher dies: killed with
+    -9 or by the OOM killer, it cannot stop its workers, which would train on as orphans and write checkpoints
+    beside the rerun that is meant to resume from them. Linux only (prctl PR_SET_PDEATHSIG)."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the launcher was already gone before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _train(args) -> int:
     from train.config import load_train_config
 
     # everything that can be checked is checked before a process group exists
     cfg = load_train_config(args.config, args.overrides)
+    output_dir(args.output_dir, "--output-dir")
+    die_with_launcher()
 
     from train.guard import ActivationOverflow
     from train.loop import INTERRUPTED_EXIT, Interrupted, NonFiniteLoss, train
+    from train.rundir import lock_output_dir, release_output_dir
 
+    lock = lock_output_dir(args.output_dir) if int(os.environ.get("LOCAL_RANK", "0")) == 0 else None
     try:
         return train(cfg, args.output_dir, resume=args.resume, allow_config_change=args.allow_config_change)
     except (NonFiniteLoss, ActivationOverflow) as e:
@@ -85,6 +105,9 @@ def _train(args) -> int:
     except Interrupted as e:
         print(f"stopped: {e}; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED_EXIT
+    finally:
+        if lock is not None:
+            release_output_dir(args.output_dir, *lock)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from radreport.config import ConfigError, load_config
+from radreport.config import ConfigError, from_dict, read_config
 from radreport.generation import GenerationParams
 from radreport.prompt import TEMPLATES
 
@@ -52,14 +52,19 @@ class DataConfig:
     skip_bad_rows: bool = False
     """Drop rows that break the schema (and report how many and why) instead of stopping."""
 
+    def missing_files(self) -> list[str]:
+        """Data files that are not there. Checked by the training command, not by the config itself, so that
+        `train.plan` and `train.sagemaker --dry-run` work on a config whose data lives elsewhere (S3, another host)."""
+        return [
+            f"{key}: data file not found: {path}"
+            for key in ("train", "validation")
+            if (path := getattr(self, key)) and not Path(path).is_file()
+        ]
+
     def check(self) -> list[str]:
         errors = []
         if not self.train:
             errors.append("train: required")
-        for key in ("train", "validation"):
-            path = getattr(self, key)
-            if path and not Path(path).is_file():
-                errors.append(f"{key}: data file not found: {path}")
         if not 0 < self.val_fraction < 1:
             errors.append("val_fraction: must be in (0, 1)")
         if self.prompt_template not in TEMPLATES:
@@ -263,7 +268,18 @@ FP16_T5_REFUSAL = (
 
 
 def load_train_config(path: str | None, overrides: list[str]) -> TrainConfig:
-    cfg = load_config(TrainConfig, path, overrides)
+    """The config for a training run: load_config's checks, and the data files must be here. Every problem of
+    both kinds is reported at once."""
+    raw, source = read_config(path, overrides), str(path) if path else "config"
+    try:
+        cfg, problems = from_dict(TrainConfig, raw, source), []
+    except ConfigError as e:
+        cfg, problems = None, e.problems
+    section = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    files = DataConfig(**{k: v for k, v in section.items() if k in ("train", "validation") and isinstance(v, str)})
+    problems += [f"data.{m}" for m in files.missing_files()]
+    if problems:
+        raise ConfigError(source, problems)
     ds = deepspeed_config_in_use()
     if ds and ds.get("fp16", {}).get("enabled") in (True, "auto") and not cfg.precision.fp16_overflow_guard:
         if os.environ.get("ACCELERATE_MIXED_PRECISION", "no") == "fp16" or ds["fp16"]["enabled"] is True:

@@ -23,6 +23,7 @@ ZERO2_MODULE_BYTES_PER_PARAM = 2  # ZeRO-2 saves the 16-bit module weights as we
 MARGIN = 1.10  # logs, metrics, allocator slack of the filesystem
 FIXED_GIB = 5  # the image's pip caches, /opt/ml/output, tmp files
 GIB = 1024**3
+ASSUMED_DATA_GIB = 1.0  # the data channels, when their size is not known here (MEDIQA's JSON is ~0.1 GiB)
 
 
 @dataclass(frozen=True)

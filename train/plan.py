@@ -72,10 +72,12 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from radreport.cli import run
+from radreport.cli import fraction, non_negative_float, non_negative_int, positive_int, run
 from radreport.config import load_config
 from radreport.errors import InputError
+from radreport.paths import output_file
 from train.config import TrainConfig
+from train.disk import ASSUMED_DATA_GIB
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3
@@ -287,9 +289,13 @@ def zero_settings(path: str | Path) -> ZeroSettings:
     if not p.is_file():
         raise InputError(f"{path}: DeepSpeed config not found")
     try:
-        ds = json.loads(p.read_text())
+        ds = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(ds, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(ds).__name__}")
     zero = ds.get("zero_optimization", {})
     half = any(ds.get(k, {}).get("enabled") in (True, "auto") for k in ("bf16", "fp16"))
     device = lambda key: zero.get(key, {}).get("device", "none") not in ("none", None)  # noqa: E731
@@ -529,13 +535,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.plan", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--instance", default="p3.16xlarge", choices=sorted(INSTANCES))
-    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--nodes", type=positive_int, default=1)
     p.add_argument("--cpu", action="store_true", help="plan CPU processes on this machine instead of GPUs")
     p.add_argument(
-        "--world-size", type=int, default=0, help="processes (default: the instance's GPUs x nodes; 2 with --cpu)"
+        "--world-size",
+        type=non_negative_int,
+        default=0,
+        help="processes (default: the instance's GPUs x nodes; 2 with --cpu)",
     )
     p.add_argument(
-        "--memory-gib", type=float, default=0.0, help="--cpu: memory all processes share (default: this machine's)"
+        "--memory-gib",
+        type=non_negative_float,
+        default=0.0,
+        help="--cpu: memory all processes share (default: this machine's)",
     )
     p.add_argument(
         "--deepspeed",
@@ -544,16 +556,18 @@ def main(argv: list[str] | None = None) -> int:
         "configs/deepspeed/zero3-bf16.json on GPUs with bf16)",
     )
     p.add_argument("--at-limits", action="store_true", help="plan memory for data.max_source/max_target_tokens")
-    p.add_argument("--mfu", type=float, default=0.30, help="model-FLOPs utilisation assumed for the time estimate")
+    p.add_argument("--mfu", type=fraction, default=0.30, help="model-FLOPs utilisation assumed for the time estimate")
     p.add_argument(
         "--assume-rows",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="scale the data's token counts to this many rows (e.g. 91544 for MEDIQA when only a sample is at hand)",
     )
     p.add_argument("--json", type=Path, help="also write the numbers here")
     p.add_argument("overrides", nargs="*")
     a = p.parse_intermixed_args(argv)  # key=value overrides may come before or after the options
+    if a.json:
+        output_file(a.json, "--json")
     cfg = load_config(TrainConfig, a.config, a.overrides)
     result = make_plan(cfg, a)
     print_plan(result)
@@ -625,6 +639,7 @@ def make_plan(cfg: TrainConfig, a) -> dict:
         "world_size": world,
         "memory_gib": memory_gib,
         "framework_imports_gib": cpu_import_gib() if a.cpu else None,
+        "data_file": cfg.data.train,
         "usable_gib_per_process": usable,
         "deepspeed": asdict(z),
         "batch": asdict(batch),
@@ -670,8 +685,11 @@ def run_disk(cfg: TrainConfig, n_params: int, a, tokens: dict, z: ZeroSettings) 
     """Disk per node (train/disk.py): kept checkpoints + the one being written + export + starting model + data."""
     from train.disk import disk_need
 
-    data = sum(Path(f).stat().st_size for f in (cfg.data.train, cfg.data.validation) if f and Path(f).is_file())
-    data = int(data * (a.assume_rows / tokens["rows"] if tokens and a.assume_rows else 1))
+    if tokens:
+        data = sum(Path(f).stat().st_size for f in (cfg.data.train, cfg.data.validation) if f and Path(f).is_file())
+        data = int(data * (a.assume_rows / tokens["rows"] if a.assume_rows else 1))
+    else:  # no data file at hand: what `train.sagemaker --data-gib` assumes too
+        data = int(ASSUMED_DATA_GIB * GIB)
     need = disk_need(n_params, cfg, a.nodes, data, zero_stage=z.stage, weight_bytes=z.weight_bytes)
     return {**asdict(need), "volume_gb": need.volume_gb, "lines": need.lines()}
 
@@ -759,6 +777,12 @@ def print_plan(r: dict) -> None:
                 f"TFLOP/s: {comp['seconds']:,.0f} s ({comp['seconds'] / 3600:.1f} h)"
             )
         print(line)
+    else:
+        print(
+            f"\ndata: {r['data_file'] or '(none)'} is not here: memory planned at the config's token limits, "
+            f"{ASSUMED_DATA_GIB:.0f} GiB of data assumed for the disk, no time estimate (data.train=FILE; a "
+            "sample of it with --assume-rows N)"
+        )
     if not r["fits"]:
         print(
             "   try: a smaller batch.per_device with more gradient_accumulation_steps (largest above), "

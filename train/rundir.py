@@ -16,7 +16,9 @@ Nothing in an output directory changes until the new state is complete:
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from train.checkpoint import (
 from train.config import TrainConfig
 from train.fingerprint import differences, run_fingerprint
 
+LOCK_FILE = ".lock"
 CONFIG_FILE = "train_config.json"
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -69,6 +72,41 @@ class RunDir:
             atomic_write_json(self.output_dir / FINGERPRINT_FILE, self.fingerprint)
             atomic_write_json(self.output_dir / CONFIG_FILE, self.config)
         self.committed = True
+
+
+def lock_output_dir(output_dir: Path) -> tuple[int, bool]:
+    """Take the output directory for this run: an exclusive lock on DIR/.lock, held until this process exits
+    (the kernel releases it however the process ends). Taken by each node's local main process before anything
+    is written. A second run in the same directory, e.g. the same command started again while the first one's
+    processes still run, is refused instead of writing into the same checkpoints. Returns the descriptor to
+    keep open, and whether the directory was created here (see release_output_dir)."""
+    created = not output_dir.exists()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunDirError(f"--output-dir: {output_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirError(
+            f"--output-dir: {output_dir} is in use by another training run (process {holder}); "
+            "let it finish or stop it, then rerun to resume"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, created
+
+
+def release_output_dir(output_dir: Path, fd: int, created: bool) -> None:
+    """Let the lock go; a directory this run created and left with nothing but the lock file in it (the run was
+    refused before writing anything) is removed, so a refusal leaves nothing behind."""
+    os.close(fd)
+    if created and [p.name for p in output_dir.iterdir()] == [LOCK_FILE]:
+        (output_dir / LOCK_FILE).unlink(missing_ok=True)
+        output_dir.rmdir()
 
 
 def earlier_run(output_dir: Path) -> list[str]:

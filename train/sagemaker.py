@@ -29,6 +29,7 @@ from radreport.cli import positive_int, run
 from radreport.config import flatten, parse_overrides
 from radreport.errors import InputError
 from train.config import TrainConfig
+from train.disk import ASSUMED_DATA_GIB
 
 # The log lines train/loop.py prints; the same regexes as the reference's JumpStart job.
 METRIC_DEFINITIONS = [
@@ -68,6 +69,14 @@ def size_gib(text: str) -> float:
     return value
 
 
+def s3_uri(text: str) -> str:
+    """s3://bucket/key...: what SageMaker takes for channels and output (it refuses anything else, after the job
+    has been created). Empty: not given."""
+    if text and not re.fullmatch(r"s3://[a-z0-9<][a-z0-9.<>-]{1,62}(/\S*)?", text):
+        raise argparse.ArgumentTypeError(f"expected an S3 URI (s3://bucket/prefix), got {text!r}")
+    return text
+
+
 def volume_gb(cfg: TrainConfig, nodes: int, data_gib: float) -> int:
     """The ML storage volume for this run, from train/disk.py and the model's parameter count (meta device)."""
     from train.disk import disk_need
@@ -81,8 +90,8 @@ def build_request(a) -> dict:
     from radreport.config import load_config
 
     hp = {"config": a.config, **{k: str(v) for k, v in flatten(parse_overrides(a.overrides)).items()}}
-    # keys exist, values valid (the data path is the job's channel, not a local file)
-    cfg = load_config(TrainConfig, a.config, a.overrides + ["data.train=data/sample/train.json"])
+    # keys exist, values valid; the data is the job's channels, not the config's local paths
+    cfg = load_config(TrainConfig, a.config, [*a.overrides, f"data.train={a.train}"])
     job_name = unique_job_name(a.job_name)
     prefix = a.resume_job or job_name
     if a.resume_job:
@@ -127,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--image", default="<account>.dkr.ecr.<region>.amazonaws.com/radreport-train:latest")
     p.add_argument("--role", default="<sagemaker-execution-role-arn>")
-    p.add_argument("--train", default="s3://<bucket>/mediqa/train.json")
-    p.add_argument("--validation", default="")
-    p.add_argument("--model", default="", help="S3 prefix of a Hugging Face model directory (the `model` channel)")
-    p.add_argument("--output", default="s3://<bucket>/radreport")
+    p.add_argument("--train", type=s3_uri, default="s3://<bucket>/mediqa/train.json")
+    p.add_argument("--validation", type=s3_uri, default="")
+    p.add_argument(
+        "--model", type=s3_uri, default="", help="S3 prefix of a Hugging Face model directory (the `model` channel)"
+    )
+    p.add_argument("--output", type=s3_uri, default="s3://<bucket>/radreport")
     p.add_argument("--instance-type", default="ml.p3.16xlarge")
     p.add_argument("--instance-count", type=positive_int, default=1)
     p.add_argument("--job-name", type=job_name_arg, default="radreport-flan-t5-xl", help="base of the job name")
@@ -142,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --resume-job: continue it even though the config, data or model differ",
     )
-    p.add_argument("--data-gib", type=size_gib, default=1.0, help="size of the data channels, for the volume size")
+    p.add_argument(
+        "--data-gib", type=size_gib, default=ASSUMED_DATA_GIB, help="size of the data channels, for the volume size"
+    )
     p.add_argument("--max-run", type=positive_int, default=24 * 3600)
     p.add_argument("--spot", action="store_true", help="managed spot training; a restart resumes from checkpoints")
     p.add_argument("--dry-run", action="store_true")

@@ -50,6 +50,25 @@ def test_check_runs_on_valid_types():
         load_config(Cfg, None, ["name=x", "optim.lr=-1"])
 
 
+@dataclass(frozen=True)
+class Data:
+    train: str = ""
+
+    def check(self):
+        return [] if self.train else ["train: required"]
+
+
+@dataclass(frozen=True)
+class WithSection:
+    data: Data = field(default_factory=Data)
+
+
+def test_an_absent_section_is_checked_like_a_present_one():
+    with pytest.raises(ConfigError, match="data.train: required"):
+        load_config(WithSection, None)
+    assert load_config(WithSection, None, ["data.train=x"]) == WithSection(Data("x"))
+
+
 def test_bad_override_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not of the form"):
         parse_overrides(["lr"])

@@ -152,6 +152,14 @@ def test_every_submission_gets_its_own_checkpoint_prefix_and_resuming_is_explici
     assert run(sagemaker_main, ["--config", "configs/train/tiny-cpu.yaml", "--dry-run", "--allow-config-change"]) == 2
 
 
+@pytest.mark.parametrize("flag", ["--train", "--validation", "--model", "--output"])
+def test_channels_and_output_must_be_s3_uris(capsys, flag):
+    with pytest.raises(SystemExit) as e:
+        sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", flag, "/local/path"])
+    assert e.value.code == 2
+    assert f"argument {flag}: expected an S3 URI (s3://bucket/prefix), got '/local/path'" in capsys.readouterr().err
+
+
 def test_volume_is_sized_from_the_run(capsys):
     from radreport.config import load_config
     from train.config import TrainConfig

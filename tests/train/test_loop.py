@@ -228,6 +228,28 @@ def test_validation_file_whose_rows_are_all_skipped_is_refused(tmp_path, capsys,
     assert err == f"error: data.validation: {bad}: no usable rows\n"
 
 
+def test_a_config_without_its_sections_is_refused_naming_them(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    code = run(train_main, ["--config", str(empty), "--output-dir", str(tmp_path / "run")])
+    assert code == 2 and not (tmp_path / "run").exists()
+    err = capsys.readouterr().err
+    assert "model.name / tiny_spec: set exactly one of them" in err and "data.train: required" in err, err
+
+
+def test_an_output_dir_that_cannot_be_one_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me\n")
+    for out, message in [
+        (a_file, f"error: --output-dir: {a_file} is an existing file, expected a directory\n"),
+        (a_file / "run", f"error: --output-dir: {a_file / 'run'}: {a_file} is not a directory\n"),
+    ]:
+        code = run(train_main, ["--config", "configs/train/tiny-cpu.yaml", "--output-dir", str(out)])
+        assert code == 2 and capsys.readouterr().err == message
+    assert a_file.read_text() == "keep me\n"
+
+
 def test_bad_config_fails_before_any_process_group(tmp_path):
     r = subprocess.run(
         [

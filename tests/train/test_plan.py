@@ -208,3 +208,41 @@ def test_a_model_without_a_config_is_refused(tmp_path):
     r = run_plan("--config", "configs/train/tiny-cpu.yaml", "model.tiny_spec=''", "model.name=someone/unknown-model")
     assert r.returncode == 2
     assert "configs/model/unknown-model.config.json" in r.stderr
+
+
+def test_the_readme_command_plans_without_the_data_at_hand(tmp_path):
+    """`python -m train.plan --config configs/train/flan-t5-xl-p3.16xlarge.yaml` on a fresh checkout: the data
+    (data/mediqa/train.json) is not there, so memory is planned at the config's limits and the disk with the same
+    1 GiB of data that `train.sagemaker` assumes: both size the same volume."""
+    out = tmp_path / "plan.json"
+    r = run_plan("--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    p = json.loads(out.read_text())
+    assert p["batch_from"] == "limits" and p["batch"] == {"size": 8, "source": 512, "target": 128}
+    assert p["disk"]["data_bytes"] == 1024**3 and p["disk"]["volume_gb"] == 182
+    assert "data: data/mediqa/train.json is not here: memory planned at the config's token limits" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (["--nodes", "0"], "argument --nodes: must be >= 1, got 0"),
+        (["--mfu", "0"], "argument --mfu: must be between 0 and 1 (exclusive), got 0"),
+        (["--world-size", "-2"], "argument --world-size: must be >= 0, got -2"),
+        (["--assume-rows", "-5"], "argument --assume-rows: must be >= 0, got -5"),
+        (["--memory-gib", "nan"], "argument --memory-gib: expected a finite number, got 'nan'"),
+        (["--json", "."], "error: --json: . is an existing directory, expected a file name"),
+        (["--deepspeed", "README.md"], "README.md: not valid JSON"),
+    ],
+)
+def test_bad_flags_are_refused_before_planning(flag, message):
+    r = run_plan("--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", *flag)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "memory per GPU" not in r.stdout
+
+
+def test_deepspeed_config_that_is_not_utf8_is_refused(tmp_path):
+    bad = tmp_path / "ds.json"
+    bad.write_bytes(b'{"zero_optimization": {"stage": 3}, "x": "\xff"}')
+    r = run_plan("--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--deepspeed", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}: not UTF-8 text", r.stderr
