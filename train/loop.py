@@ -374,8 +374,10 @@ def train(cfg: TrainConfig, output_dir: Path, resume: bool = True, allow_config_
             f"{state.batches_done} batches into it"
         )
     if not ds_owns_optimizer:
-        for _ in range(state.global_step):
-            scheduler.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule, not stepping it before the optimizer
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            for _ in range(state.global_step):
+                scheduler.step()
 
     log.info(
         f"{len(train_ds)} train / {len(val_ds)} validation rows; {steps_per_epoch} optimizer steps per epoch, "
