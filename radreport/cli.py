@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from radreport.errors import EXIT_BAD_INPUT, InputError
 
@@ -33,28 +34,22 @@ def _number(text: str, kind: type, what: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = _number(text, int, "an integer >= 1")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _at_least(kind: type, low: int, what: str) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that is >= low."""
+
+    def parse(text: str):
+        value = _number(text, kind, what)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__doc__ = f"argparse type: {what}."
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0 (0 usually meaning "the default")."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (0 usually meaning "the default")."""
-    value = _number(text, float, "a number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+positive_int = _at_least(int, 1, "an integer >= 1")
+non_negative_int = _at_least(int, 0, "an integer >= 0 (0: the default)")
+non_negative_float = _at_least(float, 0, "a number >= 0 (0: the default)")
 
 
 def port(text: str) -> int:

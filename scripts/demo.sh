@@ -25,6 +25,8 @@ sed -n '1,12p' "$RUN/report/report.md"
 
 [ "${SERVE:-1}" = 1 ] || exit 0
 step "serve on http://127.0.0.1:8000 (Ctrl-C to stop). In another shell:"
+echo "(a 9M-parameter model trained for minutes on synthetic text: it writes templates, often the wrong one;"
+echo " the report above says how it compares with the baselines. Real quality needs flan-t5-xl on real data.)"
 cat <<CURL
 curl -s http://127.0.0.1:8000/impression -H 'content-type: application/json' \\
   -d '{"findings": "There is a small left pleural effusion. The heart size is normal.", "num_beams": 4}'
