@@ -261,6 +261,14 @@ def test_model_with_another_models_tokenizer(capsys, model_copy, data, earlier):
     refused(capsys, predict_argv(model_copy, data, earlier), earlier, f"{model_copy}: the tokenizer has", "tokens")
 
 
+def test_model_with_a_corrupt_generation_config(capsys, model_copy, data, earlier):
+    """transformers read it as no file and decoded with its own defaults (128 new tokens, not the trained 64)."""
+    (model_copy / "generation_config.json").write_text("{bad")
+    refused(
+        capsys, predict_argv(model_copy, data, earlier), earlier, f"{model_copy}/generation_config.json: not valid JSON"
+    )
+
+
 def test_model_with_truncated_weights(capsys, model_copy, data, earlier):
     weights = model_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])

@@ -120,7 +120,9 @@ def test_a_lone_surrogate_is_refused_at_load_naming_row_and_field(tmp_path, suff
     path = tmp_path / f"d{suffix}"
     path.write_text(f"[{row}]" if suffix == ".json" else f"{json.dumps(ROW)}\n{row}\n")
     where = r"d.json\[0\]" if suffix == ".json" else "d.jsonl:2"
-    with pytest.raises(DataError, match=rf"{where}: field 'findings' holds a lone surrogate \(\\ud800 at character 6\)"):
+    with pytest.raises(
+        DataError, match=rf"{where}: field 'findings' holds a lone surrogate \(\\ud800 at character 6\)"
+    ):
         load_examples(path)
 
 

@@ -61,6 +61,10 @@ def remove_weights(d: Path) -> None:
     (d / "model.safetensors").unlink()
 
 
+def corrupt_generation_config(d: Path) -> None:
+    (d / "generation_config.json").write_text("{bad")  # transformers would serve with its own defaults
+
+
 @pytest.mark.parametrize(
     "damage,words",
     [
@@ -69,8 +73,9 @@ def remove_weights(d: Path) -> None:
         (remove_tokenizer, "no tokenizer files"),
         (unknown_template, "radreport.json: prompt_template: unknown prompt template 'chat'"),
         (remove_weights, "no weights"),
+        (corrupt_generation_config, "generation_config.json: not valid JSON"),
     ],
-    ids=["truncated", "corrupt", "no-tokenizer", "unknown-template", "no-weights"],
+    ids=["truncated", "corrupt", "no-tokenizer", "unknown-template", "no-weights", "generation-config"],
 )
 def test_a_bad_model_directory_is_one_line_and_exit_2_before_listening(tiny_model_dir, tmp_path, capsys, damage, words):
     model = broken_copy(tiny_model_dir, tmp_path, damage)
