@@ -161,6 +161,9 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        for sock in sockets or ():  # uvicorn names its address only when it binds the socket itself
+            host, port_number = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port_number)
 
     def handle_exit(self, sig, frame) -> None:
         if self.draining or not self.started or self.loop is None:

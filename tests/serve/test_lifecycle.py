@@ -147,6 +147,7 @@ def test_the_bound_address_is_the_one_served(tiny_model_dir, tmp_path):
         assert httpx.get(f"{s.url}/readyz").json()["status"] == "ready"
     finally:
         assert s.stop() == 0
+    assert f"listening on http://127.0.0.1:{s.port}" in s.log_path.read_text()  # names where it listens
 
 
 def test_api_key_from_a_file_and_refused_twice_or_under_sagemaker(tiny_model_dir, tmp_path, capsys, monkeypatch):
