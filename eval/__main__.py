@@ -17,7 +17,7 @@ from pathlib import Path
 
 from radreport.cli import positive_int, run
 from radreport.errors import InputError
-from radreport.paths import existing_file, output_dir, output_file, safe_name
+from radreport.paths import existing_file, not_an_input, output_dir, output_file, safe_name
 from radreport.schema import load_examples
 
 
@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     if a.cmd == "predict":
-        from eval.predict import predict
+        from eval.predict import check_out_is_not_an_input, predict
 
         existing_file(a.data, "--data")
         dataset = _dataset_name(a.dataset, a.data)
         output_file(a.out, "--out")
+        check_out_is_not_an_input(a.out, a.data, a.model)
         n = predict(
             a.model,
             a.data,
@@ -124,16 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         if a.train:
             existing_file(a.train, "--train")
         check_report_dir(a.out)
+        # The report replaces --out whole: an input inside it would be deleted with the previous report.
+        for flag, f in [*(("predictions", f) for f in a.predictions), ("--train", a.train)]:
+            if f is not None and a.out.resolve() in f.resolve().parents:
+                raise InputError(
+                    f"--out: {a.out} holds the {flag} file {f}; the report replaces its directory whole, "
+                    "so name another directory"
+                )
         train = load_examples(a.train) if a.train else None
         out = build_report(a.predictions, a.out, train, a.aws_compatible)
         print(f"wrote {out}/report.md, report.html, scores.csv, examples.csv and box plots")
     else:
-        from eval.baselines import write_baselines
+        from eval.baselines import baseline_paths, write_baselines
 
         existing_file(a.train, "--train")
         existing_file(a.data, "--data")
         dataset = _dataset_name(a.dataset, a.data)
         out = output_dir(a.out, "--out")
+        for path in baseline_paths(out, dataset).values():  # e.g. --data preds/baseline-retrieval-dev1.jsonl
+            not_an_input(path, f"--out: {path}", {"--train": a.train, "--data": a.data})
         paths = write_baselines(load_examples(a.train), load_examples(a.data), dataset, out)
         print("\n".join(str(x) for x in paths))
     return 0

@@ -62,12 +62,15 @@ def baseline_rows(name: str, data: list[Example], dataset: str, train: list[Exam
     ]
 
 
+def baseline_paths(out_dir: Path, dataset: str) -> dict[str, Path]:
+    """Where each baseline's predictions go: `baseline-NAME-DATASET.jsonl` in out_dir (dataset: a checked safe name)."""
+    return {name: out_dir / f"baseline-{name}-{dataset}.jsonl" for name in BASELINES}
+
+
 def write_baselines(train: list[Example], data: list[Example], dataset: str, out_dir: Path) -> list[Path]:
-    """One prediction file per baseline, `baseline-NAME-DATASET.jsonl` in out_dir (dataset: a checked safe name)."""
+    """One prediction file per baseline (baseline_paths)."""
     rows = {name: baseline_rows(name, data, dataset, train) for name in BASELINES}  # all computed before any write
-    paths = []
+    paths = baseline_paths(out_dir, dataset)
     for name in BASELINES:
-        path = out_dir / f"baseline-{name}-{dataset}.jsonl"
-        atomic_write_text(path, "".join(dumps(r) for r in rows[name]))
-        paths.append(path)
-    return paths
+        atomic_write_text(paths[name], "".join(dumps(r) for r in rows[name]))
+    return list(paths.values())

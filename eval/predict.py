@@ -24,6 +24,7 @@ from radreport.errors import InputError
 from radreport.generation import generate, params_from_model
 from radreport.io import atomic_write_json, atomic_write_text
 from radreport.modeling import load_model, load_tokenizer, read_meta, resolve_device, resolve_dtype
+from radreport.paths import not_an_input
 from radreport.schema import load_examples
 
 
@@ -65,6 +66,23 @@ def provenance(model_dir: str, data: Path, params, meta, dtype: torch.dtype, dat
         "dataset": dataset,
         "model_name": model_name,
     }
+
+
+def work_files(out: Path) -> tuple[Path, Path]:
+    """The partial predictions file and the record of what produced it, beside OUT."""
+    return out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.json")
+
+
+def check_out_is_not_an_input(out: Path, data: Path, model_dir: str) -> None:
+    """OUT, its partial file and their record replace whatever they name: never the data being predicted
+    (`--data X.json --out X.json` would have replaced the dataset with its predictions), nor a file of the model."""
+    inputs: dict[str, Path] = {"--data": data}
+    if Path(model_dir).is_dir():
+        inputs.update({f"--model directory's {f.name}": f for f in sorted(Path(model_dir).iterdir()) if f.is_file()})
+    partial, record = work_files(out)
+    not_an_input(out, f"--out: {out}", inputs)
+    not_an_input(partial, f"--out: {out} (its partial file {partial.name})", inputs)
+    not_an_input(record, f"--out: {out} (its record {record.name})", inputs)
 
 
 def _short(value) -> str:
@@ -123,6 +141,7 @@ def predict(
     dtype: str = "auto",
 ) -> int:
     data = Path(data)
+    check_out_is_not_an_input(out, data, model_dir)
     examples = load_examples(data)  # names file and lines of a bad row or a duplicate study_id
     dev = check_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -137,8 +156,7 @@ def predict(
     if problems:
         raise InputError(f"{model_dir}: generation settings: {'; '.join(problems)}")
     model_name = model_name or Path(model_dir).name
-    partial = out.with_name(out.name + ".partial")
-    record = out.with_name(out.name + ".partial.json")
+    partial, record = work_files(out)
     now = provenance(model_dir, data, params, meta, torch_dtype, dataset, model_name)
     check_resumable(partial, record, now)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from radreport.errors import InputError
 from radreport.paths import safe_name
+from radreport.schema import text_problem
 
 FIELDS = ("id", "dataset", "model", "findings", "reference", "prediction")
 
@@ -36,6 +37,10 @@ def read_predictions(path: str | Path) -> list[dict]:
         for f in FIELDS:
             if f not in row or not isinstance(row[f], str):
                 raise PredictionError(f"{path}:{lineno}: field '{f}' is missing or not a string")
+        for f in FIELDS:  # written back into the report's files: a lone surrogate would fail there, after the work
+            problem = text_problem(row[f])
+            if problem:
+                raise PredictionError(f"{path}:{lineno}: field '{f}' {problem}")
         for f in ("id", "dataset", "model", "reference"):
             if not row[f].strip():
                 raise PredictionError(f"{path}:{lineno}: field '{f}' is empty")

@@ -83,6 +83,17 @@ def collect(files: list[Path], train: list[Example] | None) -> dict[str, dict[st
     }
 
 
+def _md(text) -> str:
+    """Text from prediction files (model names, findings, predictions) as Markdown text, not markup: Markdown
+    renderers pass raw HTML through, so a model named `<script>...` would run in whoever views report.md.
+    HTML's special characters are escaped (`&lt;` shows as `<`), and a line break cannot start a new block."""
+    return html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+
+
+def _md_cell(text) -> str:
+    return _md(text).replace("|", "\\|")  # a `|` would end the cell
+
+
 class Doc:
     """Sections rendered to both Markdown and HTML from one structure."""
 
@@ -102,22 +113,20 @@ class Doc:
         self.parts.append(("img", (name, png)))
 
     def markdown(self) -> str:
-        out = [f"# {self.title}\n"]
+        out = [f"# {_md(self.title)}\n"]
         for kind, x in self.parts:
             if kind == "h":
-                out.append(f"\n## {x}\n")
+                out.append(f"\n## {_md(x)}\n")
             elif kind == "p":
-                out.append(f"{x}\n")
+                out.append(f"{_md(x)}\n")
             elif kind == "table":
                 header, rows = x
-                out.append("| " + " | ".join(header) + " |")
+                out.append("| " + " | ".join(_md_cell(c) for c in header) + " |")
                 out.append("|" + "|".join(" --- " for _ in header) + "|")
-                out += [
-                    "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows
-                ]
+                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
                 out.append("")
             else:
-                out.append(f"![{x[0]}]({x[0]})\n")
+                out.append(f"![{x[0]}]({x[0]})\n")  # our own file name: boxplot-DATASET.png, DATASET a safe name
         return "\n".join(out) + "\n"
 
     def html(self) -> str:
@@ -168,11 +177,26 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+# A spreadsheet opening a CSV runs a cell that starts with one of these as a formula: a prediction
+# `=HYPERLINK("http://...", "click")` would be a live link (OWASP "CSV injection"). Such a cell is written
+# with a leading single quote, which spreadsheets read as "text" and show as written.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value):
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        try:
+            float(value)  # a signed number ("-0.5") is a number, not a formula
+        except ValueError:
+            return "'" + value
+    return value
+
+
 def _csv(header, rows) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    w.writerow([_csv_cell(c) for c in header])
+    w.writerows([_csv_cell(c) for c in r] for r in rows)
     return buf.getvalue()
 
 

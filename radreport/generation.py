@@ -14,6 +14,7 @@ Every answer depends only on its own request, never on what else is in the batch
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 
 import torch
@@ -129,7 +130,12 @@ class Generated:
 
 def params_from_model(model, **overrides) -> GenerationParams:
     """Defaults from the model directory's generation_config.json, then explicit (non-None) values."""
-    g, default = model.generation_config, GenerationParams()
+    return params_from_config(model.generation_config, **overrides)
+
+
+def params_from_config(g, **overrides) -> GenerationParams:
+    """Defaults from a transformers GenerationConfig, then explicit (non-None) values."""
+    default = GenerationParams()
     base = {}
     for f in fields(GenerationParams):
         value = getattr(g, f.name, None)
@@ -144,6 +150,43 @@ def params_from_model(model, **overrides) -> GenerationParams:
     if not base["do_sample"]:  # sampling values the model's defaults carry do not outlive sampling
         base.update({k: getattr(default, k) for k in SAMPLING_ONLY if k not in given})
     return GenerationParams(**base)
+
+
+def _json_kind(want: object) -> tuple[tuple[type, ...], str]:
+    """The JSON values a GenerationParams field takes (by its default's type): accepted types, and their name."""
+    if isinstance(want, bool):
+        return (bool,), "true or false"
+    if isinstance(want, float):
+        return (int, float), "a number"
+    return (int,), "an integer"
+
+
+def generation_config_problems(values: dict) -> list[str]:
+    """What is wrong with the decoding values of a model directory's generation_config.json, each naming its
+    key; [] when `params_from_config` reads them as they say.
+
+    transformers is lenient where we must not be: it keeps `"num_beams": "4"` or `2.5` as given (which
+    params_from_config would turn into something else), and when its loader cannot read the file at all it
+    falls back to built-in defaults without a word (128 new tokens where training said 64)."""
+    from transformers import GenerationConfig
+
+    problems = []
+    for f in fields(GenerationParams):
+        value = values.get(f.name)
+        if value is None:
+            continue
+        types, name = _json_kind(f.default if f.default is not None else 0)
+        if isinstance(value, bool) != (types == (bool,)) or not isinstance(value, types):
+            problems.append(f"{f.name}: expected {name}, got {json.dumps(value)}")
+    if problems:
+        return problems
+    try:
+        g = GenerationConfig(**values)  # its own checks, e.g. max_new_tokens > 0
+    except (TypeError, ValueError) as e:
+        return [str(e).strip().splitlines()[0]]
+    if values.get("num_beams") == 0:  # read as 1 below (transformers' unset value); written, it is a mistake
+        return ["num_beams: must be >= 1"]
+    return params_from_config(g).check()
 
 
 def encode(

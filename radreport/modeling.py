@@ -24,6 +24,7 @@ from radreport.errors import InputError
 from radreport.prompt import DEFAULT_TEMPLATE, check_template
 
 META_FILE = "radreport.json"
+GENERATION_FILE = "generation_config.json"
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,28 @@ def check_model_dir(model: str | os.PathLike) -> None:
             "with the model into this directory"
         )
     read_meta(d)
+    check_generation_file(d)
+
+
+def check_generation_file(model_dir: Path) -> None:
+    """The decoding defaults a directory carries (training's `generation:` section), when it has the file.
+
+    transformers reads a broken generation_config.json as none at all and decodes with its built-in defaults
+    without a word: a model trained for 64 new tokens would be served and evaluated with 128."""
+    from radreport.generation import generation_config_problems
+
+    path = model_dir / GENERATION_FILE
+    if not path.is_file():
+        return  # transformers derives one from config.json, as for many hub models
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    problems = generation_config_problems(values)
+    if problems:
+        raise InputError(f"{path}: {'; '.join(problems)}")
 
 
 def check_tokenizer_fits(tokenizer, config, where: str) -> None:

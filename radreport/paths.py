@@ -77,3 +77,24 @@ def safe_name(name: str, where: str) -> str:
             "not starting with '.' or '-', at most 128 characters)"
         )
     return name
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: equal once resolved (`..`, symlinks), or, both existing, one inode
+    (a hard link)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
+
+
+def not_an_input(output: str | os.PathLike, what: str, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse an output path that names one of the command's input files: writing it would replace the input
+    (with predictions, say) before or while it is read. `inputs`: flag -> path (None: not given)."""
+    for flag, path in inputs.items():
+        if path is not None and same_file(output, path):
+            shown = "" if Path(output) == Path(path) else f" ({path})"
+            raise InputError(f"{what} would overwrite the {flag} file{shown}")

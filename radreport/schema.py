@@ -15,6 +15,7 @@ import csv
 import io
 import json
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from radreport.io import atomic_write_text
 
 REQUIRED_TEXT = ("findings", "impression")
 FIELDS = ("study_id", "subject_id", "findings", "impression", "background")
+IDS = ("study_id", "subject_id")  # MEDIQA-style files may hold ids as JSON numbers; text fields must be text
+# Python's csv module refuses fields over 128 KiB (its default limit). A findings text is a few KB; a field of
+# 16 Mi characters is a broken file (an unclosed quote swallowing the rest), named by line rather than
+# read into memory whole.
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+JSON_TYPES = {int: "a number", float: "a number", list: "a list", dict: "an object"}
 
 
 @dataclass(frozen=True)
@@ -57,22 +64,49 @@ class LoadReport:
         return f"{self.path}: {self.kept} rows kept, {sum(self.skipped.values())} skipped ({reasons})"
 
 
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def text_problem(value: str) -> str | None:
+    """What keeps a text from being written or used as report text, or None: a lone surrogate, a NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON's "\ud800" escape decodes to a lone surrogate, which no file can hold
+        return f"holds a lone surrogate (\\u{ord(value[e.start]):04x} at character {e.start}): not valid Unicode"
+    nul = value.find("\0")
+    if nul >= 0:  # no report text holds a NUL: it means a binary or broken file, and C-based tools stop at it
+        return f"holds a NUL character (at character {nul})"
+    return None
+
+
 def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with fields {list(FIELDS)}, got {type(row).__name__}")
     values = {}
     for name in FIELDS:
         value = row.get(name)
-        if isinstance(value, bool):  # JSON true/false is no text: `impression: false` must not train on "False"
-            raise DataError(f"{where}: field '{name}' must be a string, got {str(value).lower()}")
-        if name in REQUIRED_TEXT or (require_ids and name == "study_id"):
-            if value is None:
-                raise DataError(f"{where}: field '{name}' is missing")
-            if not isinstance(value, (str, int)) or not str(value).strip():
-                raise DataError(f"{where}: field '{name}' is empty")
-        if value is not None and not isinstance(value, (str, int)):
-            raise DataError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
-        values[name] = "" if value is None else str(value).strip()
+        required = name in REQUIRED_TEXT or (require_ids and name == "study_id")
+        if value is None:
+            if required:
+                raise DataError(
+                    f"{where}: field '{name}' {'is missing' if name not in row else 'must be a string, got null'}"
+                )
+            values[name] = ""
+            continue
+        # The type first: `impression: false` must not train on "False", nor `findings: 5.5` pass as "is empty"
+        is_id = name in IDS and isinstance(value, int) and not isinstance(value, bool)
+        if not isinstance(value, str) and not is_id:
+            raise DataError(f"{where}: field '{name}' must be a string, got {_json_type(value)}")
+        text = str(value)
+        problem = text_problem(text)
+        if problem:
+            raise DataError(f"{where}: field '{name}' {problem}")
+        if required and not text.strip():
+            raise DataError(f"{where}: field '{name}' is empty")
+        values[name] = text.strip()
     return Example(**values)
 
 
@@ -93,6 +127,8 @@ def _iter_rows(path: Path, text: str):
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # nesting deeper than Python's stack, a number of 4,300+ digits
+            raise DataError(f"{path}: unreadable JSON ({_json_failure(e)})") from None
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
         for i, row in enumerate(rows):
@@ -102,23 +138,55 @@ def _iter_rows(path: Path, text: str):
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{lineno}", json.loads(line)
+                row = json.loads(line)
             except json.JSONDecodeError as e:
-                yield f"{path}:{lineno}", DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})")
+                row = DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})")
+            except (ValueError, RecursionError) as e:
+                row = DataError(f"{path}:{lineno}: unreadable JSON line ({_json_failure(e)})")
+            yield f"{path}:{lineno}", row
     elif suffix == ".csv":
+        yield from _iter_csv(path, text)
+    else:
+        raise DataError(f"{path}: unknown data format '{suffix}' (use .json, .jsonl or .csv)")
+
+
+def _json_failure(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(";")[0]  # int's digit limit names a Python setting the user cannot pass us
+
+
+def _iter_csv(path: Path, text: str):
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide: set for this read only
+    try:
         reader = csv.DictReader(io.StringIO(text))
-        missing = [c for c in REQUIRED_TEXT if c not in (reader.fieldnames or [])]
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as e:
+            raise DataError(f"{path}:1: unreadable CSV header ({e})") from None
+        missing = [c for c in REQUIRED_TEXT if c not in header]
         if missing:
             raise DataError(f"{path}:1: CSV header lacks column(s) {missing}")
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:  # the rest of the file cannot be split into rows: stop, skip_bad or not
+                line = reader.reader.line_num  # DictReader's own line_num moves only after a row is complete
+                if "field larger than field limit" in str(e):
+                    raise DataError(
+                        f"{path}:{line}: CSV field longer than {CSV_FIELD_LIMIT:,} characters (an unclosed quote?)"
+                    ) from None
+                raise DataError(f"{path}:{line}: unreadable CSV ({e})") from None
             lineno = reader.line_num
             row = {k: v for k, v in row.items() if k is not None}
             row.setdefault("study_id", str(lineno))
             if not row.get("study_id"):
                 row["study_id"] = str(lineno)
             yield f"{path}:{lineno}", row
-    else:
-        raise DataError(f"{path}: unknown data format '{suffix}' (use .json, .jsonl or .csv)")
+    finally:
+        csv.field_size_limit(previous)
 
 
 def load_examples(path: str | Path, skip_bad: bool = False, report: LoadReport | None = None) -> list[Example]:
@@ -130,24 +198,26 @@ def load_examples(path: str | Path, skip_bad: bool = False, report: LoadReport |
     report = report if report is not None else LoadReport(str(path))
     out: list[Example] = []
     first_seen: dict[str, str] = {}  # study_id -> where it first appeared
-    for where, row in _iter_rows(path, text):
-        try:
-            if isinstance(row, Exception):
-                raise row
-            example = _row_to_example(row, where, require_ids=path.suffix.lower() != ".csv")
-            if example.study_id in first_seen:
-                raise DataError(
-                    f"{where}: duplicate study_id {example.study_id!r} (first at {first_seen[example.study_id]})"
-                )
-            first_seen[example.study_id] = where
-            out.append(example)
-        except DataError as e:
-            if not skip_bad:
-                raise
-            reason = str(e).split(": ", 1)[1]
-            report.skipped[reason.split(" (")[0]] += 1
-            if len(report.first_errors) < 5:
-                report.first_errors.append(str(e))
+    rows = _iter_rows(path, text)
+    with closing(rows):  # on a refusal too: the CSV reader restores the process-wide field limit
+        for where, row in rows:
+            try:
+                if isinstance(row, Exception):
+                    raise row
+                example = _row_to_example(row, where, require_ids=path.suffix.lower() != ".csv")
+                if example.study_id in first_seen:
+                    raise DataError(
+                        f"{where}: duplicate study_id {example.study_id!r} (first at {first_seen[example.study_id]})"
+                    )
+                first_seen[example.study_id] = where
+                out.append(example)
+            except DataError as e:
+                if not skip_bad:
+                    raise
+                reason = str(e).split(": ", 1)[1]
+                report.skipped[reason.split(" (")[0]] += 1
+                if len(report.first_errors) < 5:
+                    report.first_errors.append(str(e))
     if not out:
         raise DataError(f"{path}: no usable rows")
     report.kept = len(out)

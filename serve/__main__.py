@@ -3,15 +3,18 @@
 python -m serve --model DIR [--config configs/serve/g5.2xlarge.yaml] [--host 127.0.0.1] [--port 8000] [key=value ...]
 
 This is the service's edge: the only place that reads the environment (RADREPORT_API_KEY). Everything that
-can refuse the config or the model directory runs before the server listens: one line, exit status 2.
+can refuse the config, the model directory or the address (--host, --port) runs before the model loads or the
+server listens: one line, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -82,18 +85,68 @@ def main(argv: list[str] | None = None) -> int:
             API_KEY_ENV,
         )
 
+    from radreport.modeling import check_model_dir
     from serve.model import load_served_model
 
+    check_model_dir(a.model)  # the cheap checks first: a bad directory is named whatever the address
+    sockets = bind(a.host, a.port)
     try:
         served = load_served_model(a.model, config)
-    except InputError:
+    except BaseException as e:
+        for sock in sockets:
+            sock.close()
+        if isinstance(e, Exception) and not isinstance(e, InputError):
+            # e.g. out of GPU memory in the warm-up: one line, not a traceback
+            print(
+                f"error: {a.model}: the model could not be loaded and warmed up ({type(e).__name__}: {e})",
+                file=sys.stderr,
+            )
+            return 1
         raise
-    except Exception as e:  # noqa: BLE001  e.g. out of GPU memory in the warm-up: one line, not a traceback
-        print(
-            f"error: {a.model}: the model could not be loaded and warmed up ({type(e).__name__}: {e})", file=sys.stderr
-        )
-        return 1
-    return serve_forever(served, config, a.host, a.port, a.log_level)
+    return serve_forever(served, config, sockets, a.log_level)
+
+
+def bind(host: str, port_number: int) -> list[socket.socket]:
+    """The address to listen on, bound before the model loads (minutes, for flan-t5-xl) and handed to uvicorn.
+
+    Left to uvicorn, a port in use or a host that is not this machine's showed only after the load and
+    warm-up, as several lines of uvicorn's and exit 3. Bound as asyncio's create_server binds (which uvicorn
+    uses): every address the host resolves to, SO_REUSEADDR, IPv6 sockets IPv6-only. Not listening yet: a
+    client is refused until the server is ready, as before."""
+    try:
+        infos = socket.getaddrinfo(host or None, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise InputError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
+    sockets: list[socket.socket] = []
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRNOTAVAIL and len(addresses) > 1:
+                continue  # as asyncio: e.g. localhost's ::1 where IPv6 is off; the other address serves
+            for other in sockets:
+                other.close()
+            raise InputError(_bind_failure(host, port_number, e)) from None
+        sockets.append(sock)
+    if not sockets:
+        raise InputError(f"--host {host}: not an address of this machine")
+    return sockets
+
+
+def _bind_failure(host: str, port_number: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"--port {port_number}: address already in use"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host}: not an address of this machine"
+    if e.errno == errno.EACCES:
+        return f"--port {port_number}: permission denied (ports below 1024 need privileges)"
+    return f"--host {host} --port {port_number}: cannot listen ({e.strerror})"
 
 
 class DrainingServer(uvicorn.Server):
@@ -108,6 +161,9 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets=None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
+        for sock in sockets or ():  # uvicorn names its address only when it binds the socket itself
+            host, port_number = sock.getsockname()[:2]
+            log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port_number)
 
     def handle_exit(self, sig, frame) -> None:
         if self.draining or not self.started or self.loop is None:
@@ -120,19 +176,17 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve_forever(served, config: ServeConfig, host: str, port_number: int, log_level: str) -> NoReturn:
+def serve_forever(served, config: ServeConfig, sockets: list[socket.socket], log_level: str) -> NoReturn:
     from serve.app import create_app, drain
 
     app = create_app(served, config)
     # access_log off: the access line is ours (serve/edge.py), with ids and sizes, never text.
     # timeout_graceful_shutdown: after the drain every request has its answer; this only bounds stragglers.
     server = DrainingServer(
-        uvicorn.Config(
-            app, host=host, port=port_number, log_level=log_level, access_log=False, timeout_graceful_shutdown=1
-        ),
+        uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=1),
         lambda: drain(app, config.drain_timeout_s),
     )
-    server.run()
+    server.run(sockets=sockets)  # bound by `bind`; uvicorn listens on them once the app has started
     # Exit now, not at the end of interpreter teardown: a batch abandoned by the drain may still be running on
     # the generation thread, and tearing torch down under it aborts the process (and takes seconds).
     logging.shutdown()

@@ -2,9 +2,9 @@
 
 In order: a request id (the client's `x-request-id` only if it is `[A-Za-z0-9._:-]{1,64}`), 503 while
 draining, the API key (constant-time compare), the body (413 over max_body_bytes, 408 if not received
-within body_timeout_s, 400 if not UTF-8), then the route; an unhandled error becomes one log line and a
-500 in the one error shape. One log line per request: id, method, the path percent-escaped (a path with
-%0d%0a cannot forge a line), status, body size, seconds; never the body.
+within body_timeout_s, 415 if not sent as JSON, 400 if not UTF-8), then the route; an unhandled error
+becomes one log line and a 500 in the one error shape. One log line per request: id, method, the path
+percent-escaped (a path with %0d%0a cannot forge a line), status, body size, seconds; never the body.
 """
 
 from __future__ import annotations
@@ -27,9 +27,28 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Probes and metrics: open without a key, answered while draining (readiness says 503 itself).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics"})
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
-ROUTES = frozenset({"/impression", "/invocations", *OPEN_PATHS})
+JSON_ROUTES = frozenset({"/impression", "/invocations"})  # their bodies are JSON objects
+ROUTES = frozenset({*JSON_ROUTES, *OPEN_PATHS})
 # An answer sent before the whole body was read ends the connection: the rest of the body is not a next request.
 CLOSE = {"Connection": "close"}
+
+
+def given_key(headers: dict) -> str:
+    """The key a request carries: `X-API-Key: KEY`, or `Authorization: Bearer KEY` with the scheme in any case
+    (auth schemes are case-insensitive, RFC 7235: `bearer KEY` is the same header)."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    value = headers.get("authorization", "").strip()
+    scheme, _, credentials = value.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else value
+
+
+def is_json(content_type: str) -> bool:
+    """application/json, with parameters (charset) or without, or another application/*+json: what FastAPI
+    parses as JSON. A body sent otherwise (text/plain, a form, no content-type) is not read as JSON at all."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def log_safe(path: str) -> str:
@@ -94,8 +113,7 @@ class EdgeMiddleware:
         if self.service.phase == "draining" and path not in OPEN_PATHS:
             return await reply(503, "not_ready", "server is shutting down", **{"Retry-After": "5"})
         if self.key and path not in OPEN_PATHS:
-            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), self.key):
+            if not hmac.compare_digest(given_key(headers).encode(), self.key):
                 return await reply(401, "unauthorized", "missing or wrong API key")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
@@ -114,6 +132,14 @@ class EdgeMiddleware:
         if body is None:
             return await reply(413, "body_too_large", f"body over {limit} bytes", **CLOSE)
         size[0] = len(body)
+        if path in JSON_ROUTES and not is_json(headers.get("content-type", "")):
+            sent = headers.get("content-type", "")
+            return await reply(
+                415,
+                "unsupported_media_type",
+                "body: send a JSON object with content-type: application/json "
+                f"({'no content-type was sent' if not sent else f'got content-type: {sent[:100]}'})",
+            )
         try:
             body.decode("utf-8")
         except UnicodeDecodeError:

@@ -1,7 +1,7 @@
 """Domain errors and the one place that maps them to HTTP statuses, with one error body shape.
 
 Every 4xx/5xx the service writes is `{"error": {"code", "message", "field"?}}`: ours, FastAPI's request
-validation, Starlette's 404/405, and the edge's 400/401/408/413/500/503 (serve/edge.py).
+validation, Starlette's 404/405, and the edge's 400/401/408/413/415/500/503 (serve/edge.py).
 Exception text from the model or the runtime never reaches a client: it may quote patient findings.
 """
 
@@ -97,8 +97,9 @@ def validation_message(error: dict, known_fields: list[str]) -> tuple[int, str, 
         detail = (error.get("ctx") or {}).get("error", "")
         return 400, "invalid_json", "body", f"body: not valid JSON ({detail} at character {loc[0] if loc else '?'})"
     field = ".".join(loc) or "body"
-    if kind == "model_attributes_type" and field == "body":
-        return 422, "invalid_request", field, "body: expected a JSON object, sent with content-type: application/json"
+    if kind == "model_attributes_type" and field == "body":  # JSON, but not an object (the edge saw it was JSON)
+        got = json.dumps(error.get("input"), default=str)[:80]
+        return 422, "invalid_request", field, f"body: expected a JSON object, got {got}"
     if kind in EXPECTED or kind.endswith("_type"):
         got = json.dumps(error.get("input"), default=str)[:80]
         want = EXPECTED.get(kind, kind.removesuffix("_type"))

@@ -24,8 +24,14 @@ class GenerationFields(BaseModel):
 
     model_config = STRICT
 
-    num_beams: int | None = Field(default=None, ge=1, le=64, description="Beam width; 1: greedy (or plain sampling).")
-    num_return_sequences: int | None = Field(default=None, ge=1, le=64, description="Candidates returned, best first.")
+    # No upper bound here: the server's own limit (serve config: max_num_beams, max_return_sequences,
+    # max_new_tokens_limit) answers every value over it with one message, `must be <= N on this server`.
+    num_beams: int | None = Field(
+        default=None, ge=1, description="Beam width; 1: greedy (or plain sampling). At most the server's max_num_beams."
+    )
+    num_return_sequences: int | None = Field(
+        default=None, ge=1, description="Candidates returned, best first. At most the server's max_return_sequences."
+    )
     length_penalty: float | None = Field(
         default=None, ge=-5.0, le=5.0, allow_inf_nan=False, description="Scores are sum(log p) / length**this."
     )
@@ -52,7 +58,9 @@ class ImpressionRequest(GenerationFields):
     background: str | None = Field(
         default=None, max_length=5000, description="Indication/comparison, if the model uses it."
     )
-    max_new_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="Tokens generated at most. At most the server's max_new_tokens_limit."
+    )
 
     @field_validator("findings")
     @classmethod
@@ -87,7 +95,9 @@ class InvocationsRequest(GenerationFields):
     num_return_sequences, num_beams)."""
 
     text_inputs: str | list[str] = Field(description="One prompt or findings text, or a list of them (at most 64).")
-    max_length: int | None = Field(default=None, ge=1, le=4096, description="Tokens generated at most.")
+    max_length: int | None = Field(
+        default=None, ge=1, description="Tokens generated at most. At most the server's max_new_tokens_limit."
+    )
 
     @field_validator("text_inputs")
     @classmethod

@@ -70,6 +70,8 @@ PREDICTION_CASES = [
     ("empty.jsonl", "\n", "empty.jsonl: no predictions"),
     ("escape.jsonl", line(dataset="x/../../victim"), "escape.jsonl:1: field 'dataset': 'x/../../victim' cannot be"),
     ("dot.jsonl", line(dataset=".."), "dot.jsonl:1: field 'dataset': '..' cannot be used in a file name"),
+    # JSON's \ud800 escape: text no report file can hold (it failed at write time, after the scoring)
+    ("surrogate.jsonl", line(prediction="P \ud800"), "surrogate.jsonl:1: field 'prediction' holds a lone surrogate"),
 ]
 
 
@@ -220,4 +222,29 @@ def test_baselines_refuse_training_findings_without_words(capsys, ws, sample_dir
     train = _write_case(ws, "train.json", json.dumps(rows))
     refused(
         capsys, ws, _baselines(ws, train, sample_dir / "dev2.json"), "training data: no word to index in any findings"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--data", "--train"])
+def test_baselines_refuse_an_out_file_that_is_an_input(capsys, ws, sample_dir, flag):
+    """With --dataset dev2, --out DIR writes DIR/baseline-NAME-dev2.jsonl: an input of that name was replaced."""
+    name = "baseline-retrieval-dev2.jsonl" if flag == "--data" else "baseline-most-frequent-dev2.jsonl"
+    rows = json.loads((sample_dir / "dev2.json").read_text())[:5]
+    victim = ws / "baselines" / name
+    victim.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, data = (sample_dir / "train.json", victim) if flag == "--data" else (victim, sample_dir / "dev2.json")
+    refused(
+        capsys, ws, _baselines(ws, train, data, "--dataset", "dev2"), f"--out: {victim} would overwrite the {flag} file"
+    )
+
+
+def test_report_refuses_an_out_directory_holding_its_input(capsys, ws):
+    """The report replaces --out whole: predictions saved under a report file's name inside it were deleted."""
+    inside = ws / "report" / "scores.csv"
+    inside.write_text((ws / "good.jsonl").read_text())
+    refused(
+        capsys,
+        ws,
+        ["report", str(inside), "--out", str(ws / "report")],
+        f"--out: {ws / 'report'} holds the predictions file {inside}; the report replaces its directory whole",
     )

@@ -244,3 +244,29 @@ def test_no_tracebacks_in_usage_errors(capsys):
     with pytest.raises(SystemExit) as e:
         eval_main(["score"])
     assert e.value.code == 2 and re.search(r"--predictions", capsys.readouterr().err)
+
+
+HOSTILE_MODEL = "<script>alert(1)</script>"
+FORMULA = '=HYPERLINK("http://example.com/x","click")'
+
+
+def test_report_text_from_prediction_files_is_text_not_markup_or_formulas(tmp_path):
+    """A model name is HTML-escaped in report.md (Markdown renderers pass raw HTML through); a cell that a
+    spreadsheet would run as a formula is written with a leading quote; the report is still byte-identical."""
+    preds = [FORMULA, "-1+1 effusion", "@SUM(A1) & more\nsecond line | cell"]
+    a = write_preds(tmp_path / "a.jsonl", rows(HOSTILE_MODEL, preds))
+    assert main(["report", str(a), "--out", str(tmp_path / "r1")]) == 0
+    assert main(["report", str(a), "--out", str(tmp_path / "r2")]) == 0
+    for name in ("report.md", "examples.csv", "scores.csv"):
+        assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes(), name
+    md = (tmp_path / "r1/report.md").read_text()
+    assert "<script" not in md
+    assert "@SUM(A1) &amp; more second line \\| cell" in md  # one table row: no line break, `|` escaped
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert {r["model"] for r in md_table(md, "dataset")} == {"baseline-last-sentence", escaped}
+    examples = list(csv.DictReader(io.StringIO((tmp_path / "r1/examples.csv").read_text())))
+    ours = {r["id"]: r for r in examples if r["model"] == HOSTILE_MODEL}  # no formula character: as written
+    assert [ours[str(i)]["prediction"] for i in range(3)] == ["'" + p for p in preds]
+    assert all(not r[k].startswith("'") for r in examples for k in ("rouge1", "rougeL", "reference"))
+    html = (tmp_path / "r1/report.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -261,6 +261,14 @@ def test_model_with_another_models_tokenizer(capsys, model_copy, data, earlier):
     refused(capsys, predict_argv(model_copy, data, earlier), earlier, f"{model_copy}: the tokenizer has", "tokens")
 
 
+def test_model_with_a_corrupt_generation_config(capsys, model_copy, data, earlier):
+    """transformers read it as no file and decoded with its own defaults (128 new tokens, not the trained 64)."""
+    (model_copy / "generation_config.json").write_text("{bad")
+    refused(
+        capsys, predict_argv(model_copy, data, earlier), earlier, f"{model_copy}/generation_config.json: not valid JSON"
+    )
+
+
 def test_model_with_truncated_weights(capsys, model_copy, data, earlier):
     weights = model_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
@@ -271,4 +279,42 @@ def test_a_hub_id_that_cannot_be_fetched(capsys, data, earlier, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     refused(
         capsys, predict_argv("nobody/no-such-model", data, earlier), earlier, "--model: nobody/no-such-model: not a"
+    )
+
+
+def test_out_naming_the_data_file_is_refused(capsys, tmp_path, tiny_model_dir, data):
+    """`--data X.json --out X.json` replaced the dataset with its predictions."""
+    message = f"error: --out: {data} would overwrite the --data file"
+    refused(capsys, predict_argv(tiny_model_dir, data, data), data, message)
+    spelt_otherwise = tmp_path / "sub" / ".." / data.name
+    refused(capsys, predict_argv(tiny_model_dir, data, spelt_otherwise), data, "would overwrite the --data file")
+    assert not (tmp_path / "sub").exists()
+
+
+def test_a_partial_file_or_record_naming_the_data_file_is_refused(capsys, tmp_path, tiny_model_dir, data):
+    """The record OUT.partial.json is a loadable .json name: it used to be written over the data, then deleted."""
+    record_named = tmp_path / "p.jsonl.partial.json"
+    record_named.write_bytes(data.read_bytes())
+    refused(
+        capsys,
+        predict_argv(tiny_model_dir, record_named, tmp_path / "p.jsonl"),
+        record_named,
+        f"--out: {tmp_path / 'p.jsonl'} (its record p.jsonl.partial.json) would overwrite the --data file",
+    )
+    (tmp_path / "q.jsonl.partial").symlink_to(data)  # the partial file resolves to the data
+    refused(
+        capsys,
+        predict_argv(tiny_model_dir, data, tmp_path / "q.jsonl"),
+        data,
+        f"--out: {tmp_path / 'q.jsonl'} (its partial file q.jsonl.partial) would overwrite the --data file ({data})",
+    )
+
+
+def test_out_naming_a_file_of_the_model_is_refused(capsys, model_copy, data):
+    config = model_copy / "config.json"
+    refused(
+        capsys,
+        predict_argv(model_copy, data, config),
+        config,
+        f"--out: {config} would overwrite the --model directory's config.json file",
     )

@@ -87,3 +87,83 @@ def test_boolean_text_fields_are_refused(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps([{**ROW, "impression": False}]))
     with pytest.raises(DataError, match=r"d.json\[0\]: field 'impression' must be a string, got false"):
         load_examples(tmp_path / "d.json")
+
+
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        (5.5, "must be a string, got a number"),
+        (["Lungs clear."], "must be a string, got a list"),
+        ({"text": "Lungs clear."}, "must be a string, got an object"),
+        (True, "must be a string, got true"),
+        (None, "must be a string, got null"),
+        (7, "must be a string, got a number"),  # a number may be an id, never a findings text
+    ],
+)
+def test_a_text_field_of_another_type_says_so(tmp_path, value, words):
+    (tmp_path / "d.json").write_text(json.dumps([{**ROW, "findings": value}]))
+    with pytest.raises(DataError, match=rf"d.json\[0\]: field 'findings' {words}"):
+        load_examples(tmp_path / "d.json")
+
+
+def test_numeric_ids_still_load(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps([{**ROW, "study_id": 12, "subject_id": 34}]))
+    (row,) = load_examples(tmp_path / "d.json")
+    assert (row.study_id, row.subject_id) == ("12", "34")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_a_lone_surrogate_is_refused_at_load_naming_row_and_field(tmp_path, suffix):
+    """JSON's \\ud800 escape decodes to text no file can hold: it used to fail at write time, after the work."""
+    row = json.dumps({**ROW, "findings": "Heart \ud800 normal."})  # json.dumps writes the escape, as a file would
+    assert "\\ud800" in row
+    path = tmp_path / f"d{suffix}"
+    path.write_text(f"[{row}]" if suffix == ".json" else f"{json.dumps(ROW)}\n{row}\n")
+    where = r"d.json\[0\]" if suffix == ".json" else "d.jsonl:2"
+    with pytest.raises(
+        DataError, match=rf"{where}: field 'findings' holds a lone surrogate \(\\ud800 at character 6\)"
+    ):
+        load_examples(path)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_nul_in_a_text_field_is_refused(tmp_path, suffix):
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps([{**ROW, "impression": "Nor\x00mal."}]))
+    else:
+        path.write_text("findings,impression\nLungs are clear.,Nor\x00mal.\n")
+    where = r"d.json\[0\]" if suffix == ".json" else "d.csv:2"
+    with pytest.raises(DataError, match=rf"{where}: field 'impression' holds a NUL character \(at character 3\)"):
+        load_examples(path)
+
+
+def test_deeply_nested_json_is_a_data_error_naming_the_file(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    with pytest.raises(DataError, match=r"deep.json: unreadable JSON \(nested too deeply\)"):
+        load_examples(tmp_path / "deep.json")
+    (tmp_path / "deep.jsonl").write_text(json.dumps(ROW) + "\n" + "[" * 100_000 + "\n")
+    with pytest.raises(DataError, match=r"deep.jsonl:2: unreadable JSON line \(nested too deeply\)"):
+        load_examples(tmp_path / "deep.jsonl")
+
+
+def test_a_number_too_long_to_convert_is_a_data_error(tmp_path):
+    (tmp_path / "n.json").write_text('[{"study_id": ' + "9" * 5000 + "}]")
+    with pytest.raises(DataError, match=r"n.json: unreadable JSON \(Exceeds the limit"):
+        load_examples(tmp_path / "n.json")
+
+
+def test_long_csv_fields_load_up_to_the_limit_and_are_refused_beyond_it_naming_the_line(tmp_path):
+    import csv
+
+    from radreport.schema import CSV_FIELD_LIMIT
+
+    long = "Lungs are clear. " * 10_000  # 170,000 characters: over the csv module's default 131,072
+    (tmp_path / "long.csv").write_text(f"findings,impression\nShort.,Normal.\n{long},Normal.\n")
+    assert load_examples(tmp_path / "long.csv")[1].findings == long.strip()
+    limit_before = csv.field_size_limit()
+    huge = "x" * (CSV_FIELD_LIMIT + 1)
+    (tmp_path / "huge.csv").write_text(f'findings,impression\nShort.,Normal.\n"{huge},Normal.\n')  # unclosed quote
+    with pytest.raises(DataError, match=r"huge.csv:3: CSV field longer than 16,777,216 characters"):
+        load_examples(tmp_path / "huge.csv", skip_bad=True)  # the rest of the file cannot be read: no skipping
+    assert csv.field_size_limit() == limit_before  # the process-wide limit is set only while reading

@@ -157,7 +157,12 @@ def test_120_concurrent_mixed_requests_equal_their_solo_answers(server, sample_d
         ({"findings": "x", "num_beams": 2, "num_return_sequences": 3}, "num_return_sequences", "exceed num_beams"),
         ({"findings": "x", "num_beams": 0}, "num_beams", "greater than or equal to 1"),
         ({"findings": "x", "num_beams": 30}, "num_beams", "<= 16 on this server"),
-        ({"findings": "x", "max_new_tokens": 100000}, "max_new_tokens", "less than or equal to 4096"),
+        ({"findings": "x", "num_beams": 65}, "num_beams", "num_beams: must be <= 16 on this server"),  # one message
+        (
+            {"findings": "x", "max_new_tokens": 100000},
+            "max_new_tokens",
+            "max_new_tokens: must be <= 256 on this server",
+        ),
         ({"findings": "x", "max_new_tokens": 300}, "max_new_tokens", "<= 256 on this server"),
         ({"findings": "x", "colour": "blue"}, "colour", "unknown parameter (known: background, do_sample"),
         ({"findings": "x", "temperature": 0.5}, "temperature", "only used when sampling"),
@@ -182,6 +187,8 @@ def test_bad_input_is_422_naming_the_field(server, error_shape, body, field, wor
     [
         ({"text_inputs": "x", "max_time": 5}, "max_time", "unknown parameter"),  # would make answers load-dependent
         ({"text_inputs": "x", "max_length": 300}, "max_length", "<= 256 on this server"),
+        ({"text_inputs": "x", "max_length": 5000}, "max_length", "max_length: must be <= 256 on this server"),
+        ({"text_inputs": "x", "num_beams": 100}, "num_beams", "num_beams: must be <= 16 on this server"),
         ({"text_inputs": "x", "temperature": 0.3}, "temperature", "only used when sampling"),
         ({"text_inputs": ["x", 3]}, "text_inputs.1", "text_inputs.1: expected text, got 3"),
         ({"text_inputs": []}, "text_inputs", "empty list"),
@@ -203,8 +210,11 @@ def test_every_error_the_service_writes_has_the_one_shape(server, error_shape):
         httpx.post(f"{url}/impression", content=b'{"findings": ', headers=json_header), 400, "invalid_json"
     )
     assert err["field"] == "body" and "not valid JSON" in err["message"]
-    error_shape(httpx.post(f"{url}/impression", content=b'{"findings": "x"}'), 422, "invalid_request", "body")
-    error_shape(httpx.post(f"{url}/impression", content=b"[1, 2]", headers=json_header), 422, "invalid_request", "body")
+    error_shape(httpx.post(f"{url}/impression", content=b'{"findings": "x"}'), 415, "unsupported_media_type")
+    not_object = error_shape(
+        httpx.post(f"{url}/impression", content=b"[1, 2]", headers=json_header), 422, "invalid_request", "body"
+    )
+    assert not_object["message"] == "body: expected a JSON object, got [1, 2]"
     error_shape(post(server, "/impression", {"findings": "x" * 70000}), 413, "body_too_large")
     not_utf8 = httpx.post(f"{url}/impression", content=b'{"findings": "caf\xe9"}', headers=json_header)
     error_shape(not_utf8, 400, "not_utf8")
@@ -212,6 +222,26 @@ def test_every_error_the_service_writes_has_the_one_shape(server, error_shape):
     error_shape(nan, 422, "invalid_request", "length_penalty")
     long = post(server, "/impression", {"findings": "Small effusion. " * 400, "max_new_tokens": 4, "num_beams": 1})
     assert long.status_code == 200 and long.json()["truncated"] is True
+
+
+@pytest.mark.parametrize("path", ["/impression", "/invocations"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
+)
+def test_a_body_not_sent_as_json_is_415_saying_what_to_send(server, error_shape, path, content_type):
+    """It was a 422 whose message read `body: expected a JSON object, sent with content-type: application/json`."""
+    body = b'{"findings": "Lungs clear.", "text_inputs": "Lungs clear."}'
+    headers = {"content-type": content_type} if content_type else {}
+    err = error_shape(httpx.post(f"{server.url}{path}", content=body, headers=headers), 415, "unsupported_media_type")
+    assert "send a JSON object with content-type: application/json" in err["message"], err
+    assert (f"got content-type: {content_type}" if content_type else "no content-type was sent") in err["message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "APPLICATION/JSON", "application/x+json"])
+def test_json_in_any_spelling_of_its_media_type_is_accepted(server, content_type):
+    body = b'{"findings": "Lungs clear.", "max_new_tokens": 2}'
+    r = httpx.post(f"{server.url}/impression", content=body, headers={"content-type": content_type}, timeout=60)
+    assert r.status_code == 200, r.text
 
 
 def test_logs_never_contain_findings_text(server):

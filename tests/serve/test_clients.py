@@ -140,8 +140,10 @@ def test_api_key_from_the_environment_full_queue_deadline_and_length_limit(tiny_
             assert httpx.get(f"{s.url}{open_path}").status_code == 200, open_path
         key = {"X-API-Key": "s3cret"}
         assert httpx.post(f"{s.url}/impression", json=body, headers=key).status_code == 200
-        bearer = {"Authorization": "Bearer s3cret"}
-        assert httpx.post(f"{s.url}/impression", json=body, headers=bearer).status_code == 200
+        for scheme in ("Bearer", "bearer", "BEARER"):  # auth schemes are case-insensitive (RFC 7235)
+            bearer = {"Authorization": f"{scheme} s3cret"}
+            assert httpx.post(f"{s.url}/impression", json=body, headers=bearer).status_code == 200, scheme
+        error_shape(httpx.post(f"{s.url}/impression", json=body, headers={"Authorization": "bearer s3creT"}), 401)
         long = httpx.post(f"{s.url}/impression", json={"findings": "Small effusion. " * 400}, headers=key)
         error_shape(long, 422, "input_too_long", "findings")
 

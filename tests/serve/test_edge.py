@@ -17,7 +17,7 @@ async def failing_app(scope, receive, send):
     raise RuntimeError(SECRET)
 
 
-def call(app, path="/impression", method="GET"):
+def call(app, path="/impression", method="GET", headers=()):
     sent = []
 
     async def receive():
@@ -26,7 +26,7 @@ def call(app, path="/impression", method="GET"):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+    scope = {"type": "http", "method": method, "path": path, "headers": list(headers), "query_string": b""}
     asyncio.run(app(scope, receive, send))
     return sent
 
@@ -48,3 +48,21 @@ def test_log_safe_keeps_one_printable_token():
     assert log_safe("/x\r\nFORGED line") == "/x%0D%0AFORGED%20line"
     assert log_safe("/impression") == "/impression"
     assert log_safe("/é\t") == "/%C3%A9%09"
+
+
+async def ok_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_the_key_is_not():
+    edge = EdgeMiddleware(ok_app, ServeConfig(api_key="s3cret"), Metrics(), ServiceState(phase="ready"))
+
+    def status(value: str) -> int:
+        return call(edge, headers=[(b"authorization", value.encode())])[0]["status"]
+
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        assert status(f"{scheme} s3cret") == 200, scheme
+        assert status(f"{scheme}  s3cret ") == 200, scheme
+        assert status(f"{scheme} S3CRET") == 401, scheme
+    assert status("Basic s3cret") == 401 and status("") == 401 and status("bearer") == 401

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ import pytest
 
 from radreport.cli import run
 from serve.__main__ import main
-from serve.local_server import ROOT, Server
+from serve.local_server import ROOT, Server, free_port
 
 ENTRY_SCRIPT = ROOT / "docker" / "serve" / "serve"
 
@@ -61,6 +62,10 @@ def remove_weights(d: Path) -> None:
     (d / "model.safetensors").unlink()
 
 
+def corrupt_generation_config(d: Path) -> None:
+    (d / "generation_config.json").write_text("{bad")  # transformers would serve with its own defaults
+
+
 @pytest.mark.parametrize(
     "damage,words",
     [
@@ -69,12 +74,13 @@ def remove_weights(d: Path) -> None:
         (remove_tokenizer, "no tokenizer files"),
         (unknown_template, "radreport.json: prompt_template: unknown prompt template 'chat'"),
         (remove_weights, "no weights"),
+        (corrupt_generation_config, "generation_config.json: not valid JSON"),
     ],
-    ids=["truncated", "corrupt", "no-tokenizer", "unknown-template", "no-weights"],
+    ids=["truncated", "corrupt", "no-tokenizer", "unknown-template", "no-weights", "generation-config"],
 )
 def test_a_bad_model_directory_is_one_line_and_exit_2_before_listening(tiny_model_dir, tmp_path, capsys, damage, words):
     model = broken_copy(tiny_model_dir, tmp_path, damage)
-    rc, err = start(["--model", str(model), "--config", "configs/serve/cpu.yaml", "--port", "1"], capsys)
+    rc, err = start(["--model", str(model), "--config", "configs/serve/cpu.yaml", "--port", str(free_port())], capsys)
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {model}") and words in err[0], err
 
@@ -109,6 +115,39 @@ def test_a_missing_model_directory_in_a_real_process(tmp_path):
     )
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: model directory not found"]
+
+
+@pytest.mark.parametrize("where", ["port-in-use", "not-this-machine"])
+def test_an_address_that_cannot_be_listened_on_is_one_line_before_the_model_loads(tiny_model_dir, where):
+    """It used to show after the model's load and warm-up (minutes for flan-t5-xl): several uvicorn lines, exit 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        host = "127.0.0.1" if where == "port-in-use" else "192.0.2.1"  # TEST-NET-1: no machine's own address
+        r = subprocess.run(
+            [sys.executable, "-m", "serve", "--model", str(tiny_model_dir), "--config", "configs/serve/cpu.yaml"]
+            + ["--host", host, "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "RADREPORT_API_KEY": "k"},  # a key: no warning about an open non-loopback address
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    want = f"--port {port}: address already in use" if where == "port-in-use" else f"--host {host}: not an address"
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {want}"), lines  # no "loaded:" line: nothing loaded
+
+
+def test_the_bound_address_is_the_one_served(tiny_model_dir, tmp_path):
+    """The socket bound before the load is handed to uvicorn: it serves there, on a host name too."""
+    s = Server(tiny_model_dir, tmp_path / "log", args=("--host", "localhost"))
+    try:
+        assert httpx.get(f"{s.url}/readyz").json()["status"] == "ready"
+    finally:
+        assert s.stop() == 0
+    assert f"listening on http://127.0.0.1:{s.port}" in s.log_path.read_text()  # names where it listens
 
 
 def test_api_key_from_a_file_and_refused_twice_or_under_sagemaker(tiny_model_dir, tmp_path, capsys, monkeypatch):
