@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from radreport.cli import positive_int, run
+from radreport.cli import path_arg, positive_int, run
 from radreport.errors import InputError
 from radreport.paths import existing_file, not_an_input, output_dir, output_file, safe_name
 from radreport.schema import load_examples
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("predict", help="batched beam search over a dataset (resumable)")
     pr.add_argument("--model", required=True)
     pr.add_argument("--data", required=True, type=Path)
-    pr.add_argument("--out", required=True, type=Path)
+    pr.add_argument("--out", required=True, type=path_arg)
     pr.add_argument("--dataset", help="name in the report (default: the data file's stem)")
     pr.add_argument("--model-name", default="", help="name in the report (default: the model directory's name)")
     pr.add_argument("--num-beams", type=positive_int)
@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--aws-compatible", action="store_true", help="the reference's ROUGE settings")
     rp = sub.add_parser("report", help="tables, box plots, CSVs from predictions alone")
     rp.add_argument("predictions", nargs="+", type=Path)
-    rp.add_argument("--out", required=True, type=Path)
+    rp.add_argument("--out", required=True, type=path_arg)
     rp.add_argument("--train", type=Path, help="training data, for the most-frequent and retrieval baselines")
     rp.add_argument("--aws-compatible", action="store_true")
     bl = sub.add_parser("baselines", help="prediction files of the baselines (most-frequent, last-sentence, retrieval)")
     bl.add_argument("--train", required=True, type=Path)
     bl.add_argument("--data", required=True, type=Path)
     bl.add_argument("--dataset")
-    bl.add_argument("--out", required=True, type=Path)
+    bl.add_argument("--out", required=True, type=path_arg)
     a = p.parse_args(argv)
     if a.cmd == "predict":
         from eval.predict import check_out_is_not_an_input, predict

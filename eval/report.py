@@ -38,6 +38,10 @@ def check_report_dir(out: str | Path) -> Path:
     """--out must be new, empty, or a previous report: the report replaces it whole, and must never delete
     anything else (say, the predictions it was given)."""
     out = output_dir(out, "--out")
+    if out.is_symlink():  # the swap renames --out itself: it would replace the link, not the report behind it
+        raise InputError(f"--out: {out} is a symbolic link; name the directory itself ({out.resolve()})")
+    if out.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise InputError(f"--out: {out} is the current directory or above it; the report replaces --out whole")
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and _REPORT_FILE.fullmatch(p.name)))
         if foreign:
@@ -184,6 +188,10 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_cell(value):
+    if isinstance(value, str):
+        # the csv module quotes a cell holding "\n" but not one holding a lone "\r", which spreadsheets (and
+        # csv readers) take as a row break: the text after it would start a new, unneutralised row
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
     if isinstance(value, str) and value.startswith(FORMULA_START):
         try:
             float(value)  # a signed number ("-0.5") is a number, not a formula

@@ -10,6 +10,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from radreport.errors import EXIT_BAD_INPUT, InputError
@@ -50,6 +51,13 @@ def _at_least(kind: type, low: int, what: str) -> Callable[[str], Any]:
 positive_int = _at_least(int, 1, "an integer >= 1")
 non_negative_int = _at_least(int, 0, "an integer >= 0 (0: the default)")
 non_negative_float = _at_least(float, 0, "a number >= 0 (0: the default)")
+
+
+def path_arg(text: str) -> Path:
+    """argparse type: a path that is not empty (Path("") would quietly mean the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
 
 
 def port(text: str) -> int:

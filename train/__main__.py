@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from radreport.cli import run
+from radreport.cli import path_arg, run
 from radreport.errors import EXIT_BAD_INPUT, InputError
 from radreport.paths import output_dir
 
@@ -27,7 +27,7 @@ from radreport.paths import output_dir
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="configs/train/*.yaml")
-    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--output-dir", required=True, type=path_arg)
     p.add_argument(
         "--resume",
         dest="resume",

@@ -14,6 +14,7 @@ from typing import Literal
 
 from radreport.config import ConfigError, from_dict, read_config
 from radreport.generation import GenerationParams
+from radreport.paths import same_file
 from radreport.prompt import TEMPLATES
 
 
@@ -53,13 +54,18 @@ class DataConfig:
     """Drop rows that break the schema (and report how many and why) instead of stopping."""
 
     def missing_files(self) -> list[str]:
-        """Data files that are not there. Checked by the training command, not by the config itself, so that
-        `train.plan` and `train.sagemaker --dry-run` work on a config whose data lives elsewhere (S3, another host)."""
-        return [
+        """Data files that are not there (or a validation file that is the training file). Checked by the training
+        command, not by the config itself, so that `train.plan` and `train.sagemaker --dry-run` work on a config
+        whose data lives elsewhere (S3, another host)."""
+        missing = [
             f"{key}: data file not found: {path}"
             for key in ("train", "validation")
             if (path := getattr(self, key)) and not Path(path).is_file()
         ]
+        if not missing and self.validation and same_file(self.train, self.validation):
+            # the best epoch would be chosen, and ROUGE reported, on rows the model trained on
+            missing.append(f"validation: {self.validation} is the training file; leave it empty to hold out rows")
+        return missing
 
     def check(self) -> list[str]:
         errors = []

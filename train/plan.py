@@ -75,7 +75,7 @@ from pathlib import Path
 from radreport.cli import fraction, non_negative_float, non_negative_int, positive_int, run
 from radreport.config import load_config
 from radreport.errors import InputError
-from radreport.paths import output_file
+from radreport.paths import not_an_input, output_file
 from train.config import TrainConfig
 from train.disk import ASSUMED_DATA_GIB
 
@@ -569,6 +569,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         output_file(a.json, "--json")
     cfg = load_config(TrainConfig, a.config, a.overrides)
+    if a.json:
+        inputs = {"--config": a.config, "data.train": cfg.data.train, "data.validation": cfg.data.validation}
+        not_an_input(
+            a.json, f"--json {a.json}", {k: v for k, v in inputs.items() if v} | {"--deepspeed": a.deepspeed or None}
+        )
     result = make_plan(cfg, a)
     print_plan(result)
     if a.json:
@@ -609,6 +614,7 @@ def make_plan(cfg: TrainConfig, a) -> dict:
     if tokens and a.assume_rows:
         scale = a.assume_rows * (1 - (cfg.data.val_fraction if not cfg.data.validation else 0)) / tokens["rows"]
         tokens.update({k: tokens[k] * scale for k in ("rows", "source_tokens", "target_tokens")})
+        tokens["data_scale"] = scale  # the data files' bytes grow with their rows (disk)
     at_limits = a.at_limits or not tokens
     batch = Batch(
         cfg.batch.per_device,
@@ -687,7 +693,7 @@ def run_disk(cfg: TrainConfig, n_params: int, a, tokens: dict, z: ZeroSettings) 
 
     if tokens:
         data = sum(Path(f).stat().st_size for f in (cfg.data.train, cfg.data.validation) if f and Path(f).is_file())
-        data = int(data * (a.assume_rows / tokens["rows"] if a.assume_rows else 1))
+        data = int(data * tokens.get("data_scale", 1))
     else:  # no data file at hand: what `train.sagemaker --data-gib` assumes too
         data = int(ASSUMED_DATA_GIB * GIB)
     need = disk_need(n_params, cfg, a.nodes, data, zero_stage=z.stage, weight_bytes=z.weight_bytes)

@@ -270,3 +270,37 @@ def test_report_text_from_prediction_files_is_text_not_markup_or_formulas(tmp_pa
     assert all(not r[k].startswith("'") for r in examples for k in ("rouge1", "rougeL", "reference"))
     html = (tmp_path / "r1/report.html").read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_a_carriage_return_in_a_text_cannot_start_a_csv_row(tmp_path):
+    """A lone "\\r" is a row break to spreadsheets and csv readers; unquoted, the text after it would start a row
+    of its own, formula and all. Line breaks in a cell are written as "\\n", which the csv module quotes."""
+    preds = ["mid cell\r=1+1", "\r=cr", "x\r\n@SUM(1)"]
+    a = write_preds(tmp_path / "a.jsonl", rows(HOSTILE_MODEL, preds))
+    assert main(["report", str(a), "--out", str(tmp_path / "r")]) == 0
+    with open(tmp_path / "r/examples.csv", newline="") as f:
+        table = list(csv.reader(f))
+    header, body = table[0], table[1:]
+    assert all(len(r) == len(header) for r in body)  # no row was split
+    ours = {r[header.index("id")]: r[header.index("prediction")] for r in body if r[1] == HOSTILE_MODEL}
+    assert ours == {"0": "mid cell\n=1+1", "1": "\n=cr", "2": "x\n@SUM(1)"}
+    assert not any(c.startswith(("=", "+", "@")) for r in body for c in r)
+
+
+def test_report_out_that_is_a_link_or_the_current_directory_is_refused(tmp_path, monkeypatch, capsys):
+    """The report replaces --out whole, by renaming: a link would be replaced by the report (the old report left
+    behind as a dangling `.old`), and `.` would be the directory the user stands in."""
+    a = write_preds(tmp_path / "a.jsonl", rows("m", REFS))
+    assert main(["report", str(a), "--out", str(tmp_path / "rep")]) == 0
+    (tmp_path / "link").symlink_to(tmp_path / "rep")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["report", str(a), "--out", str(tmp_path / "link")]) == 2
+    assert f"--out: {tmp_path / 'link'} is a symbolic link; name the directory itself" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path / "rep")
+    for out in (".", ".."):
+        assert main(["report", str(a), "--out", out]) == 2
+        assert "is the current directory or above it; the report replaces --out whole" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as empty:
+        main(["report", str(a), "--out", ""])
+    assert empty.value.code == 2 and "argument --out: an empty path" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "link").is_symlink()

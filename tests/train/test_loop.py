@@ -217,6 +217,15 @@ def test_held_out_fraction_that_rounds_to_no_row_is_refused(tmp_path, capsys, mo
     assert err.startswith(f"error: data.val_fraction: 0.0001 of the 600 rows of {small_train_file} holds out no ")
 
 
+def test_the_training_file_as_validation_file_is_refused(tmp_path, capsys, monkeypatch, small_train_file):
+    monkeypatch.chdir(ROOT)
+    err = train_in_process(tmp_path, capsys, f"data.train={small_train_file}", f"data.validation={small_train_file}")
+    assert err == (
+        f"error: configs/train/tiny-cpu.yaml: data.validation: {small_train_file} is the training file; "
+        "leave it empty to hold out rows\n"
+    )
+
+
 def test_validation_file_whose_rows_are_all_skipped_is_refused(tmp_path, capsys, monkeypatch, small_train_file):
     monkeypatch.chdir(ROOT)
     bad = tmp_path / "val.jsonl"
@@ -241,6 +250,9 @@ def test_an_output_dir_that_cannot_be_one_is_refused(tmp_path, capsys, monkeypat
     monkeypatch.chdir(ROOT)
     a_file = tmp_path / "file"
     a_file.write_text("keep me\n")
+    with pytest.raises(SystemExit) as empty:
+        train_main(["--config", "configs/train/tiny-cpu.yaml", "--output-dir", ""])
+    assert empty.value.code == 2 and "argument --output-dir: an empty path" in capsys.readouterr().err  # not cwd
     for out, message in [
         (a_file, f"error: --output-dir: {a_file} is an existing file, expected a directory\n"),
         (a_file / "run", f"error: --output-dir: {a_file / 'run'}: {a_file} is not a directory\n"),

@@ -246,3 +246,14 @@ def test_deepspeed_config_that_is_not_utf8_is_refused(tmp_path):
     bad.write_bytes(b'{"zero_optimization": {"stage": 3}, "x": "\xff"}')
     r = run_plan("--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--deepspeed", str(bad))
     assert r.returncode == 2 and r.stderr.strip() == f"error: {bad}: not UTF-8 text", r.stderr
+
+
+def test_assumed_rows_scale_the_data_on_disk_too(tmp_path):
+    out = tmp_path / "plan.json"
+    args = ["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "data.train=data/sample/train.json"]
+    r = run_plan(*args, "--assume-rows", "91544", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rows_in_sample = len(json.loads((ROOT / "data/sample/train.json").read_text()))
+    scale = 91544 * (1 - 0.05) / (rows_in_sample * (1 - 0.05))  # the config holds out 5% either way
+    size = (ROOT / "data/sample/train.json").stat().st_size
+    assert json.loads(out.read_text())["disk"]["data_bytes"] == int(size * scale)
