@@ -114,9 +114,27 @@ def check_generation_file(model_dir: Path) -> None:
         raise InputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(values, dict):
         raise InputError(f"{path}: expected a JSON object")
-    problems = generation_config_problems(values)
+    problems = generation_config_problems(values) + _special_id_problems(values, model_dir)
     if problems:
         raise InputError(f"{path}: {'; '.join(problems)}")
+
+
+SPECIAL_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")
+
+
+def _special_id_problems(values: dict, model_dir: Path) -> list[str]:
+    """generate() takes the special ids from this file alone: without decoder_start_token_id it cannot start a
+    sequence, and an id past the embedding fails in the middle of a batch."""
+    rows = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    problems = [] if "decoder_start_token_id" in values else ["decoder_start_token_id: missing (T5: 0, the pad id)"]
+    for key in SPECIAL_IDS:
+        ids = values.get(key)
+        for i in ids if isinstance(ids, list) else [ids]:
+            if i is None:
+                continue
+            if isinstance(i, bool) or not isinstance(i, int) or i < 0 or (isinstance(rows, int) and i >= rows):
+                problems.append(f"{key}: {json.dumps(i)} is not a token id of this model ({rows} embedding rows)")
+    return problems
 
 
 def check_tokenizer_fits(tokenizer, config, where: str) -> None:

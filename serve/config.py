@@ -46,6 +46,14 @@ class ServeConfig:
     """On SIGTERM: readiness fails and new requests get 503 at once; requests in flight get this long to finish
     (then 503), and the process exits within this plus a second."""
 
+    def limits(self) -> dict[str, int]:
+        """The most a request may ask for, by GenerationParams field."""
+        return {
+            "num_beams": self.max_num_beams,
+            "max_new_tokens": self.max_new_tokens_limit,
+            "num_return_sequences": self.max_return_sequences,
+        }
+
     def check(self) -> list[str]:
         errors = [
             f"{k}: must be >= 1"

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from radreport.generation import Generated, generate, params_from_model
+from radreport.errors import InputError
+from radreport.generation import Generated, generate, params_from_config, params_from_model
 from radreport.modeling import (
     ModelMeta,
     check_model_dir,
@@ -42,9 +43,27 @@ class ServedModel:
         return params_from_model(self.model, **overrides)
 
 
+def check_defaults_within_limits(model_dir: str, config: ServeConfig) -> None:
+    """The model's decoding defaults (its generation_config.json) within this server's limits, checked before the
+    weights load: else every request that leaves a value to the model would get a 422."""
+    path = Path(model_dir) / "generation_config.json"
+    if not path.is_file():
+        return  # transformers' defaults for T5 are within any limits check() allows
+    from transformers import GenerationConfig
+
+    defaults = params_from_config(GenerationConfig.from_pretrained(model_dir))
+    for key, limit in config.limits().items():
+        if getattr(defaults, key) > limit:
+            raise InputError(
+                f"{path}: {key} {getattr(defaults, key)} is over this server's limit of {limit}; raise the limit "
+                "in the serve config or lower the model's default"
+            )
+
+
 def load_served_model(model_dir: str, config: ServeConfig) -> ServedModel:
     """Check, load and (config.warmup) warm up; InputError names what is wrong with the directory."""
     check_model_dir(model_dir)
+    check_defaults_within_limits(model_dir, config)
     meta = read_meta(model_dir)
     tokenizer = load_tokenizer(model_dir)
     device = resolve_device(config.device)

@@ -35,22 +35,18 @@ async def client_gone(request: Request) -> None:
 
 def generation_routes(served: ServedModel, config: ServeConfig, service) -> APIRouter:
     router = APIRouter()
-    limits = {
-        "num_beams": config.max_num_beams,
-        "max_new_tokens": config.max_new_tokens_limit,
-        "num_return_sequences": config.max_return_sequences,
-    }
+    limits = config.limits()
 
     def params_for(values: dict, max_new_tokens: int | None, name_of_max: str) -> GenerationParams:
         """The model's defaults, the request's values, then the contract's checks and this server's limits."""
         p = served.default_params(**values, max_new_tokens=max_new_tokens)
-        problems = p.check()
-        if problems:
-            raise InvalidField(problems[0], problems[0].split(":")[0])
-        for k, limit in limits.items():
+        for k, limit in limits.items():  # first: a value over the limit gets this message however far over it is
             if getattr(p, k) > limit:
                 name = name_of_max if k == "max_new_tokens" else k
                 raise InvalidField(f"{name}: must be <= {limit} on this server", name)
+        problems = p.check()
+        if problems:
+            raise InvalidField(problems[0], problems[0].split(":")[0])
         return p
 
     def check_lengths(findings: list[str], backgrounds: list[str], field: str) -> None:

@@ -50,6 +50,13 @@ def test_good_directory_loads(model_copy):
         ),
         (lambda d: set_generation(d, num_beams=0), "generation_config.json: num_beams: must be >= 1"),
         (lambda d: set_generation(d, do_sample=True, top_p=5), r"generation_config.json: top_p: must be in \(0, 1\]"),
+        # generate() takes the special ids from this file alone
+        (lambda d: (d / "generation_config.json").write_text("{}"), "decoder_start_token_id: missing"),
+        (
+            lambda d: set_generation(d, decoder_start_token_id=999999),
+            r"decoder_start_token_id: 999999 is not a token id of this model \(\d+ embedding rows\)",
+        ),
+        (lambda d: set_generation(d, eos_token_id=[1, -1]), "eos_token_id: -1 is not a token id of this model"),
     ],
 )
 def test_damaged_directory_is_refused_naming_it(model_copy, damage, needle):

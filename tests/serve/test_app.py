@@ -159,6 +159,16 @@ def test_120_concurrent_mixed_requests_equal_their_solo_answers(server, sample_d
         ({"findings": "x", "num_beams": 30}, "num_beams", "<= 16 on this server"),
         ({"findings": "x", "num_beams": 65}, "num_beams", "num_beams: must be <= 16 on this server"),  # one message
         (
+            {"findings": "x", "num_beams": 16, "num_return_sequences": 17},
+            "num_return_sequences",
+            "num_return_sequences: must be <= 8 on this server",
+        ),
+        (
+            {"findings": "x", "do_sample": True, "num_return_sequences": 10**20},
+            "num_return_sequences",
+            "num_return_sequences: must be <= 8 on this server",
+        ),
+        (
             {"findings": "x", "max_new_tokens": 100000},
             "max_new_tokens",
             "max_new_tokens: must be <= 256 on this server",

@@ -66,6 +66,15 @@ def corrupt_generation_config(d: Path) -> None:
     (d / "generation_config.json").write_text("{bad")  # transformers would serve with its own defaults
 
 
+def beams_over_the_limit(d: Path) -> None:
+    path = d / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "num_beams": 100}))
+
+
+def no_decoder_start(d: Path) -> None:
+    (d / "generation_config.json").write_text("{}")  # generate() could not start a sequence
+
+
 @pytest.mark.parametrize(
     "damage,words",
     [
@@ -75,8 +84,19 @@ def corrupt_generation_config(d: Path) -> None:
         (unknown_template, "radreport.json: prompt_template: unknown prompt template 'chat'"),
         (remove_weights, "no weights"),
         (corrupt_generation_config, "generation_config.json: not valid JSON"),
+        (beams_over_the_limit, "generation_config.json: num_beams 100 is over this server's limit of 16"),
+        (no_decoder_start, "generation_config.json: decoder_start_token_id: missing"),
     ],
-    ids=["truncated", "corrupt", "no-tokenizer", "unknown-template", "no-weights", "generation-config"],
+    ids=[
+        "truncated",
+        "corrupt",
+        "no-tokenizer",
+        "unknown-template",
+        "no-weights",
+        "generation-config",
+        "default-over-limit",
+        "no-decoder-start",
+    ],
 )
 def test_a_bad_model_directory_is_one_line_and_exit_2_before_listening(tiny_model_dir, tmp_path, capsys, damage, words):
     model = broken_copy(tiny_model_dir, tmp_path, damage)
