@@ -104,7 +104,7 @@ class InvocationsRequest(GenerationFields):
     def findings_in_every_input(cls, v):
         items = [v] if isinstance(v, str) else v
         if not items:
-            raise ValueError("text_inputs: an empty list")
+            raise ValueError("an empty list")
         if len(items) > 64:
             raise ValueError("at most 64 text_inputs per request")
         for i, text in enumerate(items):

@@ -72,9 +72,22 @@ def size_gib(text: str) -> float:
 def s3_uri(text: str) -> str:
     """s3://bucket/key...: what SageMaker takes for channels and output (it refuses anything else, after the job
     has been created). Empty: not given."""
-    if text and not re.fullmatch(r"s3://[a-z0-9<][a-z0-9.<>-]{1,62}(/\S*)?", text):
-        raise argparse.ArgumentTypeError(f"expected an S3 URI (s3://bucket/prefix), got {text!r}")
+    if text and not re.fullmatch(r"s3://[a-z0-9<][a-z0-9.<>-]{2,62}(/\S*)?", text):
+        raise argparse.ArgumentTypeError(
+            f"expected an S3 URI, s3://BUCKET/prefix with a bucket name of 3-63 lower-case letters, digits, '.' "
+            f"and '-', got {text!r}"
+        )
     return text
+
+
+MAX_RUN_SECONDS = 28 * 24 * 3600  # SageMaker's limit for a training job's MaxRuntimeInSeconds
+
+
+def max_run(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_RUN_SECONDS:
+        raise argparse.ArgumentTypeError(f"SageMaker runs a job for at most {MAX_RUN_SECONDS} s (28 days), got {value}")
+    return value
 
 
 def volume_gb(cfg: TrainConfig, nodes: int, data_gib: float) -> int:
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data-gib", type=size_gib, default=ASSUMED_DATA_GIB, help="size of the data channels, for the volume size"
     )
-    p.add_argument("--max-run", type=positive_int, default=24 * 3600)
+    p.add_argument("--max-run", type=max_run, default=24 * 3600, help="seconds (SageMaker allows 28 days)")
     p.add_argument("--spot", action="store_true", help="managed spot training; a restart resumes from checkpoints")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("overrides", nargs="*")

@@ -157,7 +157,13 @@ def test_channels_and_output_must_be_s3_uris(capsys, flag):
     with pytest.raises(SystemExit) as e:
         sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", flag, "/local/path"])
     assert e.value.code == 2
-    assert f"argument {flag}: expected an S3 URI (s3://bucket/prefix), got '/local/path'" in capsys.readouterr().err
+    assert f"argument {flag}: expected an S3 URI, s3://BUCKET/prefix" in capsys.readouterr().err
+
+
+def test_a_job_longer_than_sagemaker_allows_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", "--max-run", "2419201"])
+    assert e.value.code == 2 and "SageMaker runs a job for at most 2419200 s (28 days)" in capsys.readouterr().err
 
 
 def test_volume_is_sized_from_the_run(capsys):
