@@ -82,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     bl.add_argument("--out", required=True, type=path_arg)
     a = p.parse_args(argv)
     if a.cmd == "predict":
-        from eval.predict import check_out_is_not_an_input, predict
+        from eval.predict import predict
 
         existing_file(a.data, "--data")
         dataset = _dataset_name(a.dataset, a.data)
-        output_file(a.out, "--out")
-        check_out_is_not_an_input(a.out, a.data, a.model)
+        output_file(a.out, "--out")  # and predict() refuses an --out that names an input, before any work
         n = predict(
             a.model,
             a.data,
@@ -124,14 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             seen[f.resolve()] = f
         if a.train:
             existing_file(a.train, "--train")
-        check_report_dir(a.out)
-        # The report replaces --out whole: an input inside it would be deleted with the previous report.
-        for flag, f in [*(("predictions", f) for f in a.predictions), ("--train", a.train)]:
-            if f is not None and a.out.resolve() in f.resolve().parents:
-                raise InputError(
-                    f"--out: {a.out} holds the {flag} file {f}; the report replaces its directory whole, "
-                    "so name another directory"
-                )
+        check_report_dir(a.out, [*(("predictions", f) for f in a.predictions), ("--train", a.train)])
         train = load_examples(a.train) if a.train else None
         out = build_report(a.predictions, a.out, train, a.aws_compatible)
         print(f"wrote {out}/report.md, report.html, scores.csv, examples.csv and box plots")

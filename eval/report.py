@@ -34,9 +34,9 @@ NAMES = {"rouge1": "ROUGE1", "rouge2": "ROUGE2", "rougeL": "ROUGEL", "rougeLsum"
 _REPORT_FILE = re.compile(r"report\.md|report\.html|scores\.csv|examples\.csv|boxplot-[A-Za-z0-9._-]+\.png")
 
 
-def check_report_dir(out: str | Path) -> Path:
+def check_report_dir(out: str | Path, inputs: list[tuple[str, Path | None]] = ()) -> Path:
     """--out must be new, empty, or a previous report: the report replaces it whole, and must never delete
-    anything else (say, the predictions it was given)."""
+    anything else (say, the predictions it was given: `inputs`, (flag, path) pairs)."""
     out = output_dir(out, "--out")
     if out.is_symlink():  # the swap renames --out itself: it would replace the link, not the report behind it
         raise InputError(f"--out: {out} is a symbolic link; name the directory itself ({out.resolve()})")
@@ -49,6 +49,12 @@ def check_report_dir(out: str | Path) -> Path:
             raise InputError(
                 f"--out: {out} holds files that are not part of a report ({shown}); the report replaces its "
                 "directory whole, so name a new or empty directory"
+            )
+    for flag, f in inputs:
+        if f is not None and out.resolve() in Path(f).resolve().parents:
+            raise InputError(
+                f"--out: {out} holds the {flag} file {f}; the report replaces its directory whole, "
+                "so name another directory"
             )
     return out
 
@@ -188,11 +194,12 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_cell(value):
-    if isinstance(value, str):
-        # the csv module quotes a cell holding "\n" but not one holding a lone "\r", which spreadsheets (and
-        # csv readers) take as a row break: the text after it would start a new, unneutralised row
-        value = value.replace("\r\n", "\n").replace("\r", "\n")
-    if isinstance(value, str) and value.startswith(FORMULA_START):
+    if not isinstance(value, str):
+        return value
+    # the csv module quotes a cell holding "\n" but not one holding a lone "\r", which spreadsheets (and csv
+    # readers) take as a row break: the text after it would start a new, unneutralised row
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    if value.startswith(FORMULA_START):
         try:
             float(value)  # a signed number ("-0.5") is a number, not a formula
         except ValueError:

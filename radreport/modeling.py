@@ -95,10 +95,10 @@ def check_model_dir(model: str | os.PathLike) -> None:
             "with the model into this directory"
         )
     read_meta(d)
-    check_generation_file(d)
+    check_generation_file(d, cfg["vocab_size"])
 
 
-def check_generation_file(model_dir: Path) -> None:
+def check_generation_file(model_dir: Path, vocab_size: int) -> None:
     """The decoding defaults a directory carries (training's `generation:` section), when it has the file.
 
     transformers reads a broken generation_config.json as none at all and decodes with its built-in defaults
@@ -114,7 +114,7 @@ def check_generation_file(model_dir: Path) -> None:
         raise InputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(values, dict):
         raise InputError(f"{path}: expected a JSON object")
-    problems = generation_config_problems(values) + _special_id_problems(values, model_dir)
+    problems = generation_config_problems(values) + _special_id_problems(values, vocab_size)
     if problems:
         raise InputError(f"{path}: {'; '.join(problems)}")
 
@@ -122,17 +122,16 @@ def check_generation_file(model_dir: Path) -> None:
 SPECIAL_IDS = ("decoder_start_token_id", "eos_token_id", "pad_token_id")
 
 
-def _special_id_problems(values: dict, model_dir: Path) -> list[str]:
+def _special_id_problems(values: dict, rows: int) -> list[str]:
     """generate() takes the special ids from this file alone: without decoder_start_token_id it cannot start a
-    sequence, and an id past the embedding fails in the middle of a batch."""
-    rows = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    sequence, and an id past the embedding (`rows`) fails in the middle of a batch."""
     problems = [] if "decoder_start_token_id" in values else ["decoder_start_token_id: missing (T5: 0, the pad id)"]
     for key in SPECIAL_IDS:
         ids = values.get(key)
         for i in ids if isinstance(ids, list) else [ids]:
             if i is None:
                 continue
-            if isinstance(i, bool) or not isinstance(i, int) or i < 0 or (isinstance(rows, int) and i >= rows):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < rows:
                 problems.append(f"{key}: {json.dumps(i)} is not a token id of this model ({rows} embedding rows)")
     return problems
 

@@ -53,19 +53,19 @@ class DataConfig:
     skip_bad_rows: bool = False
     """Drop rows that break the schema (and report how many and why) instead of stopping."""
 
-    def missing_files(self) -> list[str]:
+    def file_problems(self) -> list[str]:
         """Data files that are not there (or a validation file that is the training file). Checked by the training
         command, not by the config itself, so that `train.plan` and `train.sagemaker --dry-run` work on a config
         whose data lives elsewhere (S3, another host)."""
-        missing = [
+        problems = [
             f"{key}: data file not found: {path}"
             for key in ("train", "validation")
             if (path := getattr(self, key)) and not Path(path).is_file()
         ]
-        if not missing and self.validation and same_file(self.train, self.validation):
+        if not problems and self.validation and same_file(self.train, self.validation):
             # the best epoch would be chosen, and ROUGE reported, on rows the model trained on
-            missing.append(f"validation: {self.validation} is the training file; leave it empty to hold out rows")
-        return missing
+            problems.append(f"validation: {self.validation} is the training file; leave it empty to hold out rows")
+        return problems
 
     def check(self) -> list[str]:
         errors = []
@@ -283,7 +283,7 @@ def load_train_config(path: str | None, overrides: list[str]) -> TrainConfig:
         cfg, problems = None, e.problems
     section = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     files = DataConfig(**{k: v for k, v in section.items() if k in ("train", "validation") and isinstance(v, str)})
-    problems += [f"data.{m}" for m in files.missing_files()]
+    problems += [f"data.{m}" for m in files.file_problems()]
     if problems:
         raise ConfigError(source, problems)
     ds = deepspeed_config_in_use()
