@@ -3,25 +3,40 @@
 A config is data; the recipe that reads it is code. Loading reports every problem at once
 (unknown keys, wrong types, values out of range), each named by its dotted key, so a bad
 config fails before any process group or model is started.
+
+A number's range is declared with its field, in the annotated-types vocabulary that pydantic reads too
+(`lr: Annotated[float, Gt(0)]`, or an alias below), and `range_problems` checks every such field: one
+rule, one message form ("must be >= 1", "must be in (0, 1]") for every config, the generation contract
+and the service's request schema. A dataclass's own `check()` adds only what involves several fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from annotated_types import Ge, GroupedMetadata, Gt, Le, Lt
 
 from radreport.errors import InputError
 
 T = TypeVar("T")
 # A number written as text (YAML 1.1 leaves `1e-4` a string); not `nan`/`inf`, which are refused.
 _FLOAT_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+PositiveInt = Annotated[int, Ge(1)]
+NonNegativeInt = Annotated[int, Ge(0)]
+PositiveFloat = Annotated[float, Gt(0)]
+NonNegativeFloat = Annotated[float, Ge(0)]
+Fraction = Annotated[float, Ge(0), Lt(1)]
+"""A share in [0, 1): dropout, warm-up ratio."""
 
 
 class ConfigError(InputError):
@@ -33,6 +48,64 @@ class ConfigError(InputError):
             super().__init__(f"{source}: {problems[0]}")
         else:
             super().__init__(f"{source}: {len(problems)} problems\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _bounds(tp: Any) -> list:
+    """The Ge/Gt/Le/Lt of an annotation, also inside `X | None` and grouped ones (annotated_types.Interval)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [b for arg in typing.get_args(tp) for b in _bounds(arg)]
+    if typing.get_origin(tp) is not Annotated:
+        return []
+    out = []
+    for m in tp.__metadata__:
+        out += [g for g in m] if isinstance(m, GroupedMetadata) else [m]
+    return [b for b in out if isinstance(b, (Ge, Gt, Le, Lt))]
+
+
+def _number(x: float) -> str:
+    """2**63 - 1 reads better than 9223372036854775807."""
+    for k in (31, 32, 63, 64):
+        if x in (2**k, 2**k - 1):
+            return f"2**{k}" if x == 2**k else f"2**{k} - 1"
+    return str(x)
+
+
+_COMPARE = {Ge: (">=", operator.ge), Gt: (">", operator.gt), Le: ("<=", operator.le), Lt: ("<", operator.lt)}
+
+
+def _limit(b) -> float:
+    return getattr(b, type(b).__name__.lower())  # Ge(1).ge, Lt(1).lt, ...
+
+
+def _describe(bounds: list) -> str:
+    low = next((b for b in bounds if isinstance(b, (Ge, Gt))), None)
+    high = next((b for b in bounds if isinstance(b, (Le, Lt))), None)
+    if low is not None and high is not None:
+        left, right = "[" if isinstance(low, Ge) else "(", "]" if isinstance(high, Le) else ")"
+        return f"in {left}{_number(_limit(low))}, {_number(_limit(high))}{right}"
+    b = low if low is not None else high
+    return f"{_COMPARE[type(b)][0]} {_number(_limit(b))}"
+
+
+def _within(b, value) -> bool:
+    return _COMPARE[type(b)][1](value, _limit(b))
+
+
+@functools.cache
+def _field_bounds(cls: type) -> dict[str, list]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {name: bounds for name, tp in hints.items() if (bounds := _bounds(tp))}
+
+
+def range_problems(obj: Any) -> list[str]:
+    """`name: must be ...` for each field of dataclass `obj` outside the range its annotation declares (None,
+    an optional value left unset, passes). A value of the wrong type raises TypeError, as comparing it would."""
+    problems = []
+    for name, bounds in _field_bounds(type(obj)).items():
+        value = getattr(obj, name)
+        if value is not None and not all(_within(b, value) for b in bounds):
+            problems.append(f"{name}: must be {_describe(bounds)}")
+    return problems
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -144,12 +217,13 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
         obj = cls(**kwargs)
     except TypeError:  # a required key is missing: already recorded
         return None  # type: ignore[return-value]
-    check = getattr(obj, "check", None)
-    if check is not None:  # value checks run even beside unknown keys, so every problem shows at once
-        try:
-            problems.extend(f"{prefix}{p}" for p in check())
-        except TypeError:  # a value of the wrong type, already recorded
-            pass
+    # Value checks run even beside unknown keys, so every problem shows at once: the dataclass's own check()
+    # (which calls range_problems itself, for it is called outside loading too) or, without one, the ranges.
+    check = getattr(obj, "check", None) or (lambda: range_problems(obj))
+    try:
+        problems.extend(f"{prefix}{p}" for p in check())
+    except TypeError:  # a value of the wrong type, already recorded
+        pass
     return obj
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Gt, Le
 
+from radreport.config import NonNegativeInt, PositiveInt, range_problems
 from radreport.modeling import ModelMeta
 from radreport.prompt import render
 
@@ -27,6 +30,10 @@ from radreport.prompt import render
 SCORE_CHUNK_ELEMENTS = 2**26
 SAMPLING_ONLY = ("top_k", "top_p", "temperature", "seed")
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+# The ranges of the contract's numbers, shared with the service's request schema (serve/schemas.py).
+TopP = Annotated[float, Gt(0), Le(1)]
+Temperature = Annotated[float, Ge(MIN_TEMPERATURE), Le(MAX_TEMPERATURE)]  # below: logits / t overflow to inf
+Seed = Annotated[int, Ge(0), Le(2**63 - 1)]
 
 
 @dataclass(frozen=True)
@@ -38,52 +45,36 @@ class GenerationParams:
     call. Server limits (how many beams a request may ask for) live in the serve config, not here.
     """
 
-    num_beams: int = 4
+    num_beams: PositiveInt = 4
     """Beam width; 1 is greedy search (or plain sampling with do_sample)."""
-    max_new_tokens: int = 128
+    max_new_tokens: PositiveInt = 128
     """Tokens generated at most, the closing </s> included."""
-    num_return_sequences: int = 1
+    num_return_sequences: PositiveInt = 1
     """Candidates returned, best first; at most num_beams, except for sampling with num_beams 1 (independent draws)."""
     length_penalty: float = 1.0
     """Scores are sum(log p) / length**length_penalty, for every search; > 1 favours longer impressions."""
-    no_repeat_ngram_size: int = 0
+    no_repeat_ngram_size: NonNegativeInt = 0
     """Forbid repeating any n-gram of this size (0: off)."""
     early_stopping: bool = True
     """Beam search stops once num_beams finished candidates exist. Greedy search and sampling stop each
     sequence at its </s> either way, so there it changes nothing."""
     do_sample: bool = False
     """Sample the next token instead of taking the most likely one (with num_beams > 1: beam sampling)."""
-    top_k: int = 50
+    top_k: NonNegativeInt = 50
     """Sampling: keep the k most likely tokens (0: all). Only with do_sample."""
-    top_p: float = 1.0
+    top_p: TopP = 1.0
     """Sampling: keep the smallest set of tokens whose probability reaches top_p (1: all). Only with do_sample."""
-    temperature: float = 1.0
+    temperature: Temperature = 1.0
     """Sampling: divide the logits by this (< 1 sharper). Only with do_sample; scores stay the model's own."""
-    seed: int | None = None
+    seed: Seed | None = None
     """Sampling: seed of this request's own random stream; the same seed gives the same answer, alone or in a
     batch. None: a fresh draw each call. Only with do_sample."""
 
     def check(self) -> list[str]:
         """Every problem, each naming its field; a value that would be silently ignored is one."""
-        errors = []
-        if self.num_beams < 1:
-            errors.append("num_beams: must be >= 1")
-        if self.max_new_tokens < 1:
-            errors.append("max_new_tokens: must be >= 1")
-        if self.num_return_sequences < 1:
-            errors.append("num_return_sequences: must be >= 1")
-        elif 1 <= self.num_beams < self.num_return_sequences and not (self.do_sample and self.num_beams == 1):
+        errors = range_problems(self)
+        if 1 <= self.num_beams < self.num_return_sequences and not (self.do_sample and self.num_beams == 1):
             errors.append("num_return_sequences: must not exceed num_beams (except for sampling with num_beams 1)")
-        if self.no_repeat_ngram_size < 0:
-            errors.append("no_repeat_ngram_size: must be >= 0")
-        if self.top_k < 0:
-            errors.append("top_k: must be >= 0 (0: no top-k cut)")
-        if not 0 < self.top_p <= 1:
-            errors.append("top_p: must be in (0, 1]")
-        if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:  # below: logits / t overflow to inf
-            errors.append(f"temperature: must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            errors.append("seed: must be between 0 and 2**63 - 1")
         if not self.do_sample:
             default = GenerationParams()
             for name in SAMPLING_ONLY:

@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Gt, Lt
 
-from radreport.config import from_dict, load_config
+from radreport.config import Fraction, NonNegativeInt, PositiveInt, from_dict, load_config, range_problems
 from radreport.errors import InputError
 from radreport.prompt import DEFAULT_TEMPLATE, check_template
 
@@ -331,12 +332,9 @@ def resolve_dtype(requested: str, device: str) -> torch.dtype:
 class TokenizerSpec:
     """SentencePiece unigram training settings."""
 
-    vocab_size: int = 2000
+    vocab_size: Annotated[int, Ge(100)] = 2000
     character_coverage: float = 1.0
     extra_ids: int = 0
-
-    def check(self) -> list[str]:
-        return [] if self.vocab_size >= 100 else ["vocab_size: must be at least 100"]
 
 
 @dataclass(frozen=True)
@@ -345,41 +343,31 @@ class T5Spec:
 
     `T5Config(**spec)` takes it as keyword arguments."""
 
-    d_model: int = 128
+    d_model: PositiveInt = 128
     """Width of the residual stream and of the embeddings."""
-    d_ff: int = 256
+    d_ff: PositiveInt = 256
     """Width of the feed-forward layer."""
-    d_kv: int = 32
+    d_kv: PositiveInt = 32
     """Width of each attention head."""
-    num_heads: int = 4
-    num_layers: int = 2
+    num_heads: PositiveInt = 4
+    num_layers: PositiveInt = 2
     """Encoder blocks."""
-    num_decoder_layers: int = 2
+    num_decoder_layers: PositiveInt = 2
     """Decoder blocks."""
     feed_forward_proj: Literal["relu", "gelu", "gated-relu", "gated-gelu"] = "gated-gelu"
     """relu: T5 v1.0; gated-gelu: T5 v1.1 and flan-t5."""
     tie_word_embeddings: bool = False
     """false: lm_head is a matrix of its own, like flan-t5 (and no decoder-output scaling); true: T5 v1.0."""
-    dropout_rate: float = 0.1
-    relative_attention_num_buckets: int = 32
+    dropout_rate: Fraction = 0.1
+    relative_attention_num_buckets: Annotated[int, Ge(2)] = 32
     relative_attention_max_distance: int = 128
     """Relative positions beyond this many tokens share the last bucket."""
-    layer_norm_epsilon: float = 1e-6
+    layer_norm_epsilon: Annotated[float, Gt(0), Lt(1)] = 1e-6
 
     def check(self) -> list[str]:
-        errors = [
-            f"{k}: must be >= 1"
-            for k in ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "num_decoder_layers")
-            if getattr(self, k) < 1
-        ]
-        if not 0 <= self.dropout_rate < 1:
-            errors.append("dropout_rate: must be in [0, 1)")
-        if self.relative_attention_num_buckets < 2:
-            errors.append("relative_attention_num_buckets: must be >= 2")
+        errors = range_problems(self)
         if self.relative_attention_max_distance < self.relative_attention_num_buckets:
             errors.append("relative_attention_max_distance: must be >= relative_attention_num_buckets")
-        if not 0 < self.layer_norm_epsilon < 1:
-            errors.append("layer_norm_epsilon: must be in (0, 1)")
         return errors
 
     def keys(self) -> list[str]:
@@ -396,11 +384,8 @@ class TinyModelSpec:
     t5: T5Spec = field(default_factory=T5Spec)
     """The architecture; every key is checked (a misspelt one is an error, not ignored)."""
     tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seeds the random initialisation, so a spec and a corpus always give the same model."""
-
-    def check(self) -> list[str]:
-        return [] if self.seed >= 0 else ["seed: must be >= 0"]
 
 
 def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec):

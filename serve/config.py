@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from radreport.config import NonNegativeFloat, PositiveFloat, PositiveInt, range_problems
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -12,26 +14,26 @@ class ServeConfig:
     """auto: cuda when present, else cpu."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """auto: bf16 on a GPU that has it (A10G), fp32 on CPU. Never fp16: T5 overflows."""
-    max_batch_sequences: int = 64
+    max_batch_sequences: PositiveInt = 64
     """Decoder sequences per generation batch: a request holds num_beams of them (or num_return_sequences when
     sampling), so 8 requests at 10 beams cost what 80 greedy ones do. Sized from GPU memory (README, Serve)."""
-    max_wait_ms: float = 10.0
+    max_wait_ms: NonNegativeFloat = 10.0
     """How long the first request of a batch waits for company with the same generation parameters."""
-    max_queue: int = 256
+    max_queue: PositiveInt = 256
     """Requests (one per /invocations input) waiting at most; beyond it 503 with Retry-After. Bounds memory."""
-    request_timeout_s: float = 30.0
+    request_timeout_s: PositiveFloat = 30.0
     """A request not answered by then gets 504 and its queued work is dropped."""
-    body_timeout_s: float = 10.0
+    body_timeout_s: PositiveFloat = 10.0
     """A client must send its whole request body within this; else 408 and the connection is closed."""
-    max_body_bytes: int = 65536
+    max_body_bytes: PositiveInt = 65536
     """Request bodies over this get 413."""
     truncate_long_input: bool = True
     """Findings longer than the model's input: truncate and flag `truncated` (true), or answer 422 (false)."""
-    max_num_beams: int = 16
+    max_num_beams: PositiveInt = 16
     """Beams one request may ask for (the reference's client asks for 10)."""
-    max_new_tokens_limit: int = 256
+    max_new_tokens_limit: PositiveInt = 256
     """Tokens one request may ask to generate (max_new_tokens, or max_length on /invocations)."""
-    max_return_sequences: int = 8
+    max_return_sequences: PositiveInt = 8
     """Candidates one request may ask for."""
     api_key: str = ""
     """When set, every route but /healthz, /readyz, /ping and /metrics needs `Authorization: Bearer KEY` or
@@ -42,7 +44,7 @@ class ServeConfig:
     """Serve /docs and /redoc (their pages load scripts from a CDN). /openapi.json is always served."""
     warmup: bool = True
     """Run one generation before accepting requests, so the first client does not pay for lazy setup."""
-    drain_timeout_s: float = 30.0
+    drain_timeout_s: NonNegativeFloat = 30.0
     """On SIGTERM: readiness fails and new requests get 503 at once; requests in flight get this long to finish
     (then 503), and the process exits within this plus a second."""
 
@@ -55,28 +57,10 @@ class ServeConfig:
         }
 
     def check(self) -> list[str]:
-        errors = [
-            f"{k}: must be >= 1"
-            for k in (
-                "max_batch_sequences",
-                "max_queue",
-                "max_body_bytes",
-                "max_num_beams",
-                "max_new_tokens_limit",
-                "max_return_sequences",
-            )
-            if getattr(self, k) < 1
-        ]
+        errors = range_problems(self)
         for k in ("max_num_beams", "max_return_sequences"):
             if getattr(self, k) > self.max_batch_sequences >= 1:
                 errors.append(f"{k}: must be <= max_batch_sequences ({self.max_batch_sequences}): one request must fit")
-        if self.max_wait_ms < 0:
-            errors.append("max_wait_ms: must be >= 0")
-        for k in ("request_timeout_s", "body_timeout_s"):
-            if getattr(self, k) <= 0:
-                errors.append(f"{k}: must be > 0")
-        if self.drain_timeout_s < 0:
-            errors.append("drain_timeout_s: must be >= 0")
         if self.api_key and self.api_key_file:
             errors.append("api_key, api_key_file: give the key one way, not both")
         return errors

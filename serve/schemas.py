@@ -3,14 +3,16 @@
 Types are strict: `true` is not a number of beams and `"4"` is not a number (a client that sends them has a
 bug we should not hide). Unknown parameters are refused, never ignored. Values that depend on each other or
 on the model's defaults (num_return_sequences vs num_beams, sampling-only values) are checked by
-radreport.generation.GenerationParams.check(), the decoding contract itself.
+radreport.generation.GenerationParams.check(), the decoding contract itself, whose field types (and so ranges)
+these fields share. Bounds written here (length_penalty, no_repeat_ngram_size) are the edge's alone.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from radreport.generation import MAX_TEMPERATURE, MIN_TEMPERATURE
+from radreport.config import NonNegativeInt, PositiveInt
+from radreport.generation import Seed, Temperature, TopP
 from radreport.prompt import findings_from_prompt
 
 EMPTY_FINDINGS = "findings is empty or whitespace"
@@ -26,28 +28,28 @@ class GenerationFields(BaseModel):
 
     # No upper bound here: the server's own limit (serve config: max_num_beams, max_return_sequences,
     # max_new_tokens_limit) answers every value over it with one message, `must be <= N on this server`.
-    num_beams: int | None = Field(
-        default=None, ge=1, description="Beam width; 1: greedy (or plain sampling). At most the server's max_num_beams."
+    num_beams: PositiveInt | None = Field(
+        default=None, description="Beam width; 1: greedy (or plain sampling). At most the server's max_num_beams."
     )
-    num_return_sequences: int | None = Field(
-        default=None, ge=1, description="Candidates returned, best first. At most the server's max_return_sequences."
+    num_return_sequences: PositiveInt | None = Field(
+        default=None, description="Candidates returned, best first. At most the server's max_return_sequences."
     )
     length_penalty: float | None = Field(
         default=None, ge=-5.0, le=5.0, allow_inf_nan=False, description="Scores are sum(log p) / length**this."
     )
-    no_repeat_ngram_size: int | None = Field(default=None, ge=0, le=64, description="No n-gram of this size twice.")
+    no_repeat_ngram_size: NonNegativeInt | None = Field(
+        default=None, le=64, description="No n-gram of this size twice."
+    )
     early_stopping: bool | None = Field(
         default=None, description="Beam search: stop at num_beams finished candidates (greedy/sampling stop at </s>)."
     )
     do_sample: bool | None = Field(default=None, description="Sample tokens instead of searching.")
-    top_k: int | None = Field(default=None, ge=0, description="Sampling only: keep the k likeliest tokens (0: all).")
-    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False, description="Sampling only: nucleus.")
-    temperature: float | None = Field(
-        default=None, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, allow_inf_nan=False, description="Sampling only."
+    top_k: NonNegativeInt | None = Field(
+        default=None, description="Sampling only: keep the k likeliest tokens (0: all)."
     )
-    seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="Sampling only: the same seed gives the same answer."
-    )
+    top_p: TopP | None = Field(default=None, allow_inf_nan=False, description="Sampling only: nucleus.")
+    temperature: Temperature | None = Field(default=None, allow_inf_nan=False, description="Sampling only.")
+    seed: Seed | None = Field(default=None, description="Sampling only: the same seed gives the same answer.")
 
     def generation_values(self) -> dict:
         return {k: getattr(self, k) for k in GenerationFields.model_fields}
@@ -58,8 +60,8 @@ class ImpressionRequest(GenerationFields):
     background: str | None = Field(
         default=None, max_length=5000, description="Indication/comparison, if the model uses it."
     )
-    max_new_tokens: int | None = Field(
-        default=None, ge=1, description="Tokens generated at most. At most the server's max_new_tokens_limit."
+    max_new_tokens: PositiveInt | None = Field(
+        default=None, description="Tokens generated at most. At most the server's max_new_tokens_limit."
     )
 
     @field_validator("findings")
@@ -95,8 +97,8 @@ class InvocationsRequest(GenerationFields):
     num_return_sequences, num_beams)."""
 
     text_inputs: str | list[str] = Field(description="One prompt or findings text, or a list of them (at most 64).")
-    max_length: int | None = Field(
-        default=None, ge=1, description="Tokens generated at most. At most the server's max_new_tokens_limit."
+    max_length: PositiveInt | None = Field(
+        default=None, description="Tokens generated at most. At most the server's max_new_tokens_limit."
     )
 
     @field_validator("text_inputs")

@@ -10,9 +10,20 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from radreport.config import ConfigError, from_dict, read_config
+from annotated_types import Ge, Gt, Le, Lt
+
+from radreport.config import (
+    ConfigError,
+    Fraction,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    from_dict,
+    range_problems,
+    read_config,
+)
 from radreport.generation import GenerationParams
 from radreport.paths import same_file
 from radreport.prompt import TEMPLATES
@@ -42,13 +53,13 @@ class DataConfig:
     """Training file (MEDIQA JSON list, JSONL, or CSV with findings/impression)."""
     validation: str = ""
     """Validation file; empty: hold out `val_fraction` of train, findings-disjoint."""
-    val_fraction: float = 0.05
+    val_fraction: Annotated[float, Gt(0), Lt(1)] = 0.05
     """Share of train held out for validation when `validation` is empty; it must hold out at least one row."""
     prompt_template: str = "instruction"
     """Name in radreport.prompt.TEMPLATES; recorded in the exported model so serving uses the same."""
-    max_source_tokens: int = 512
+    max_source_tokens: Annotated[int, Ge(8)] = 512
     """Prompt tokens kept (longer prompts are truncated)."""
-    max_target_tokens: int = 128
+    max_target_tokens: Annotated[int, Ge(2)] = 128
     """Impression tokens trained on (longer targets are truncated)."""
     skip_bad_rows: bool = False
     """Drop rows that break the schema (and report how many and why) instead of stopping."""
@@ -68,98 +79,68 @@ class DataConfig:
         return problems
 
     def check(self) -> list[str]:
-        errors = []
+        errors = range_problems(self)
         if not self.train:
             errors.append("train: required")
-        if not 0 < self.val_fraction < 1:
-            errors.append("val_fraction: must be in (0, 1)")
         if self.prompt_template not in TEMPLATES:
             errors.append(f"prompt_template: must be one of {list(TEMPLATES)}")
-        if self.max_source_tokens < 8 or self.max_target_tokens < 2:
-            errors.append("max_source_tokens / max_target_tokens: too small")
         return errors
 
 
 @dataclass(frozen=True)
 class BatchConfig:
-    per_device: int = 8
+    per_device: PositiveInt = 8
     """Training examples per process and micro-batch."""
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: PositiveInt = 1
     """Micro-batches per optimizer step."""
     batching: Literal["length_grouped", "dynamic", "max_length"] = "length_grouped"
     """length_grouped: similar lengths per step, padded to the longest; dynamic: random batches padded to the
     longest; max_length: every batch padded to max_*_tokens (what the reference did)."""
-    group_size: int = 64
+    group_size: PositiveInt = 64
     """Length grouping sorts windows of per_device x processes x group_size shuffled examples."""
-    pad_to_multiple_of: int = 1
+    pad_to_multiple_of: PositiveInt = 1
     """8 helps fp16/bf16 tensor cores (Ampere, Hopper); fp32 on V100 has none, so 1 wastes nothing."""
-    eval_per_device: int = 16
+    eval_per_device: PositiveInt = 16
     """Validation-loss batch per process (teacher-forced forward only; beam search has its own,
     eval.generation_batch_size)."""
-
-    def check(self) -> list[str]:
-        bad = [
-            k
-            for k in (
-                "per_device",
-                "gradient_accumulation_steps",
-                "group_size",
-                "pad_to_multiple_of",
-                "eval_per_device",
-            )
-            if getattr(self, k) < 1
-        ]
-        return [f"{k}: must be >= 1" for k in bad]
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-4
+    lr: PositiveFloat = 1e-4
     """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Ge(0)] = 0.0
     """Decoupled weight decay (AdamW)."""
     betas: tuple[float, ...] = (0.9, 0.999)
     """AdamW's moment decay rates (two values in [0, 1))."""
-    eps: float = 1e-8
+    eps: PositiveFloat = 1e-8
     """AdamW's denominator term."""
     schedule: Literal["constant_with_warmup", "linear"] = "constant_with_warmup"
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     """Optimizer steps of linear warm-up; `warmup_ratio` is used when this is 0."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: Fraction = 0.0
     """Share of all optimizer steps spent warming up, in [0, 1)."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: PositiveFloat = 1.0
     """Gradient clipping norm (DeepSpeed's gradient_clipping when its JSON says "auto")."""
 
     def check(self) -> list[str]:
-        errors = []
-        if self.lr <= 0:
-            errors.append("lr: must be positive")
-        if self.weight_decay < 0:
-            errors.append("weight_decay: must be >= 0")
+        errors = range_problems(self)
         if len(self.betas) != 2:
             errors.append("betas: two values")
         elif not all(0 <= b < 1 for b in self.betas):
             errors.append("betas: each must be in [0, 1)")
-        if self.eps <= 0:
-            errors.append("eps: must be positive")
-        if self.warmup_steps < 0:
-            errors.append("warmup_steps: must be >= 0")
-        if not 0 <= self.warmup_ratio < 1:
-            errors.append("warmup_ratio: must be in [0, 1)")
-        if self.max_grad_norm <= 0:
-            errors.append("max_grad_norm: must be positive")
         return errors
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    rouge_samples: int = 64
+    rouge_samples: NonNegativeInt = 64
     """Validation rows (a fixed sample) scored with ROUGE after beam search each epoch; 0 skips it."""
-    num_beams: int = 4
+    num_beams: PositiveInt = 4
     """Beam width of the validation beam search."""
-    max_new_tokens: int = 64
+    max_new_tokens: PositiveInt = 64
     """Tokens generated at most per validation row."""
-    generation_batch_size: int = 4
+    generation_batch_size: PositiveInt = 4
     """Validation rows per process in one beam search (its memory is num_beams x this x the longest input's
     decoder cache, apart from the training batch); planned by `python -m train.plan`. Rows are sorted by
     length, so each batch holds similar lengths, the longest first."""
@@ -167,10 +148,7 @@ class EvalConfig:
     """The epoch exported is the one best by this (lowest eval_loss, highest ROUGE)."""
 
     def check(self) -> list[str]:
-        keys = ("num_beams", "max_new_tokens", "generation_batch_size")
-        errors = [f"{k}: must be >= 1" for k in keys if getattr(self, k) < 1]
-        if self.rouge_samples < 0:
-            errors.append("rouge_samples: must be >= 0 (0 skips ROUGE)")
+        errors = range_problems(self)
         if self.metric_for_best != "eval_loss" and self.rouge_samples == 0:
             errors.append(f"metric_for_best: {self.metric_for_best} needs rouge_samples >= 1")
         return errors
@@ -185,23 +163,13 @@ class CheckpointConfig:
     save as rarely as the risk of losing work allows: on spot capacity, with a save costing c minutes and
     interruptions every H hours on average, about sqrt(2 * c * 60 * H) minutes between saves loses least."""
 
-    every_steps: int = 0
+    every_steps: NonNegativeInt = 0
     """Save every N optimizer steps (0: not by steps)."""
-    every_minutes: float = 0.0
-    """Save when this many minutes have passed since the last save (0: not by time). The main process reads its
-    clock and every rank follows its decision."""
-    keep_last: int = 2
+    every_minutes: Annotated[float, Ge(0), Le(7 * 24 * 60)] = 0.0
+    """Save when this many minutes have passed since the last save (0: not by time; at most a week). The main
+    process reads its clock and every rank follows its decision."""
+    keep_last: PositiveInt = 2
     """Complete checkpoints kept besides the best epoch's (at least 1: the newest is what a restart resumes)."""
-
-    def check(self) -> list[str]:
-        errors = []
-        if self.every_steps < 0:
-            errors.append("every_steps: must be >= 0")
-        if not 0 <= self.every_minutes <= 7 * 24 * 60:
-            errors.append("every_minutes: must be between 0 and 10080 (a week)")
-        if self.keep_last < 1:
-            errors.append("keep_last: must be >= 1 (the newest checkpoint is what a restart resumes)")
-        return errors
 
 
 @dataclass(frozen=True)
@@ -222,35 +190,20 @@ class TrainConfig:
     generation: GenerationParams = field(default_factory=GenerationParams)
     """Decoding defaults written into the exported model's generation_config.json."""
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    epochs: int = 3
+    epochs: PositiveInt = 3
     """Passes over the training data."""
-    max_steps: int = 0
+    max_steps: NonNegativeInt = 0
     """Stop after this many optimizer steps in all (0: run all epochs). Changes the schedule's length."""
-    seed: int = 42
+    seed: Annotated[int, Ge(0), Lt(2**32)] = 42
     """Seeds data order, held-out split, dropout and initialisation (0 .. 2**32 - 1)."""
-    log_every_steps: int = 10
+    log_every_steps: PositiveInt = 10
     """Optimizer steps between loss lines."""
-    interrupt_after_steps: int = 0
+    interrupt_after_steps: NonNegativeInt = 0
     """Drill for preemption: checkpoint and exit (status 75) after this many optimizer steps, schedule unchanged."""
-    inject_nonfinite_at_step: int = 0
+    inject_nonfinite_at_step: NonNegativeInt = 0
     """Drill for the non-finite guard: make the loss NaN at this optimizer step."""
-    inject_generation_failure_at_epoch: int = 0
+    inject_generation_failure_at_epoch: NonNegativeInt = 0
     """Drill for the epoch end: validation beam search raises at the end of this epoch (on the last rank)."""
-
-    def check(self) -> list[str]:
-        errors = []
-        if self.epochs < 1:
-            errors.append("epochs: must be >= 1")
-        if self.max_steps < 0:
-            errors.append("max_steps: must be >= 0 (0: run all epochs)")
-        if not 0 <= self.seed < 2**32:
-            errors.append("seed: must be in 0 .. 2**32 - 1")
-        if self.log_every_steps < 1:
-            errors.append("log_every_steps: must be >= 1")
-        for key in ("interrupt_after_steps", "inject_nonfinite_at_step", "inject_generation_failure_at_epoch"):
-            if getattr(self, key) < 0:
-                errors.append(f"{key}: must be >= 0 (0: off)")
-        return errors
 
 
 def deepspeed_config_in_use() -> dict | None:

@@ -1,9 +1,10 @@
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
+from annotated_types import Ge, Interval, Le
 
-from radreport.config import ConfigError, load_config, parse_overrides
+from radreport.config import ConfigError, Fraction, PositiveInt, load_config, parse_overrides, range_problems
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,56 @@ def test_config_that_is_not_utf8(tmp_path):
     p.write_bytes(b"name: \xff\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(Cfg, p)
+
+
+# ---- ranges declared with the field (annotated-types), checked by range_problems
+
+
+@dataclass(frozen=True)
+class Ranged:
+    steps: PositiveInt = 1
+    share: Fraction = 0.0
+    top_p: Annotated[float, Interval(gt=0, le=1)] = 1.0
+    seed: Annotated[int, Ge(0), Le(2**63 - 1)] | None = None
+    note: int = -5  # no range declared: anything goes
+
+
+@dataclass(frozen=True)
+class RangedWithCheck(Ranged):
+    def check(self):
+        return range_problems(self) + (["steps: must be even"] if self.steps % 2 else [])
+
+
+def test_ranges_are_read_from_the_annotations_with_one_message_form():
+    assert range_problems(Ranged()) == []
+    bad = Ranged(steps=0, share=1.0, top_p=0.0, seed=-1)
+    assert range_problems(bad) == [
+        "steps: must be >= 1",
+        "share: must be in [0, 1)",
+        "top_p: must be in (0, 1]",
+        "seed: must be in [0, 2**63 - 1]",
+    ]
+    assert range_problems(Ranged(seed=2**63)) == ["seed: must be in [0, 2**63 - 1]"]
+    assert range_problems(Ranged(top_p=float("nan"))) == ["top_p: must be in (0, 1]"]
+
+
+def test_loading_checks_ranges_with_or_without_a_check_method():
+    with pytest.raises(ConfigError) as e:
+        load_config(Ranged, None, ["steps=0", "share=1"])
+    assert e.value.problems == ["steps: must be >= 1", "share: must be in [0, 1)"]
+    with pytest.raises(ConfigError) as e:
+        load_config(RangedWithCheck, None, ["steps=-1"])
+    assert e.value.problems == ["steps: must be >= 1", "steps: must be even"]
+
+
+def test_the_service_schema_reads_the_same_ranges():
+    """pydantic reads annotated-types bounds too: the generation contract's types bound the request fields."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from radreport.generation import GenerationParams, Seed, Temperature, TopP
+
+    for tp, bad, good in [(TopP, 0.0, 1.0), (Temperature, 0.001, 100.0), (Seed, 2**63, 2**63 - 1)]:
+        with pytest.raises(ValidationError):
+            TypeAdapter(tp).validate_python(bad)
+        assert TypeAdapter(tp).validate_python(good) == good
+    assert GenerationParams(do_sample=True, top_p=0.0).check() == ["top_p: must be in (0, 1]"]

@@ -86,7 +86,7 @@ def test_bad_hyperparameter_writes_failure_and_exits_nonzero(tmp_path):
     r = run_entrypoint(root, timeout=120)
     assert r.returncode == 2
     failure = (root / "output/failure").read_text()
-    assert "optim.lr: must be positive" in failure and "optim.warmup: unknown key" in failure
+    assert "optim.lr: must be > 0" in failure and "optim.warmup: unknown key" in failure
     assert not (root / "checkpoints").exists()
 
 
