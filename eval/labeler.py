@@ -25,6 +25,11 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from radreport.errors import InputError
 
 OBSERVATIONS = (
     "Atelectasis",
@@ -47,154 +52,61 @@ OBSERVATIONS = (
 STANDARD_FIVE = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 ABNORMAL = tuple(o for o in OBSERVATIONS if o not in ("No Finding", "Support Devices"))
 
-# Words that may stand between a subject and what is said of it ("the heart is mildly enlarged").
-_GAP = r"(?:[\w-]+\s+){0,4}?"
-_HEART = (
-    r"(?:heart(?: size)?|cardiac (?:silhouette|shadow|contour|size|diameter)s?"
-    r"|cardio-?\s?mediastinal (?:silhouette|contour|shadow)s?)"
-)
-# "top normal" and "at the upper limits of normal" are normal: human coders do not code them
-_ENLARGED = r"(?:enlarged|enlargement|large|larger|increased|prominent|borderline)"
-_VESSELS = r"(?:(?:pulmonary |central |hilar )?(?:vascularity|vasculature|vessels|vascular markings))"
-_VESSELS_ABNORMAL = r"(?:accentuat\w*|prominen\w*|engorge\w*|congest\w*|indistinct\w*|cephaliz\w*|redistribut\w*)"
+PHRASES = Path(__file__).with_name("phrases.yaml")
+"""The vocabulary: mentions per observation, mentions that are not, other abnormal findings (regexes, as data)."""
+_FRAGMENT = re.compile(r"<([A-Z_]+)>")
 
-# Mentions, matched on lower-cased text with word boundaries around each alternative.
-MENTIONS: dict[str, list[str]] = {
-    "Atelectasis": [r"atelecta\w*", r"collapsed?"],
-    "Cardiomegaly": [
-        r"cardiomegaly",
-        rf"{_HEART}\s+(?:(?:is|are|appears?|remains?|seems?)\s+)?{_GAP}{_ENLARGED}",
-        rf"(?:enlarged|large|prominent|borderline(?: enlarged)?)\s+(?:\w+\s+)?{_HEART}",
-        r"(?:cardiac|heart) enlargement",
-        rf"enlargement of the {_HEART}",
-    ],
-    "Consolidation": [r"consolidat\w*"],
-    "Edema": [
-        r"edema",
-        r"(?:vascular|venous|pulmonary) congestion",
-        r"congestive heart failure|heart failure|\bchf",
-        r"fluid overload",
-        rf"{_VESSELS}\s+{_GAP}{_VESSELS_ABNORMAL}",
-        rf"{_VESSELS_ABNORMAL}\s+(?:\w+\s+)?{_VESSELS}",
-        r"vascular (?:congestion|prominence|engorgement|indistinctness|cephalization|redistribution)",
-        r"indistinct vascular (?:margins|margination)",
-        r"mild congestion|congestive changes?",
-    ],
-    "Enlarged Cardiomediastinum": [
-        r"widen\w* (?:of )?(?:the )?(?:upper |superior )?mediastin\w*",
-        r"mediastinal widening",
-        r"(?:widened|wide|enlarged|prominent) (?:upper |superior )?mediastin\w*(?: contours?| silhouette)?",
-        r"mediastin\w*(?: contours?| silhouette)? (?:is |are |appears? |remains? )?(?:\w+ )?(?:widened|enlarged)",
-    ],
-    "Fracture": [r"fractur\w*"],
-    "Lung Lesion": [
-        r"nodul\w*",
-        r"mass(?:es)?",
-        r"neoplasms?",
-        r"tumou?rs?",
-        r"carcinoma",
-        r"(?:lung|pulmonary|cavitary|spiculated) lesions?",
-        r"cavitation|cavitary|cavity|cavities",
-    ],
-    "Lung Opacity": [
-        r"opaci\w*",
-        r"infiltrat\w*",
-        r"air[- ]?space (?:disease|process|opaci\w*|filling)",
-        r"interstitial (?:markings?|opaci\w*|pattern|prominence|disease|lung disease|thickening|accentuation"
-        r"|changes?|infiltrat\w*|densit\w*)",
-        r"increased (?:interstitial |lung |pulmonary )?markings",
-        r"reticul\w*",
-        r"ground[- ]glass",
-        r"hazy|haziness",
-        r"(?:lung|pulmonary|parenchymal|basilar|basal|lobe|lingular|retrocardiac|perihilar|airspace|hazy|patchy"
-        r"|streaky|linear|focal|increased|apical) densit(?:y|ies)",
-        r"densit(?:y|ies) (?:in|at|within|of|projecting over) the (?:right |left )?(?:lung|lower|upper|middle|mid|base"
-        r"|lingula|retrocardiac|apex|apical|perihilar)",
-        r"scar\w*",
-        r"fibros\w*|fibrotic",
-        r"peribronchial (?:thickening|cuffing)|bronchial wall thickening",
-    ],
-    "Pleural Effusion": [r"effusions?", r"pleural fluid", r"hydropneumothora\w*"],
-    "Pleural Other": [
-        r"pleural (?:thickening|plaques?|calcifications?|scar\w*)",
-        r"pleuro-?parenchymal (?:scar\w*|thickening)|pleural-parenchymal (?:scar\w*|thickening)",
-        r"fibrothorax",
-        r"thickening of the pleura",
-        r"(?:bi)?apical (?:pleural )?(?:thickening|capping|caps?)",
-    ],
-    "Pneumonia": [r"pneumonias?", r"bronchopneumonia", r"pneumonitis", r"infections?", r"infectious"],
-    "Pneumothorax": [r"pneumothora\w*", r"hydropneumothora\w*"],
-    "Support Devices": [
-        r"(?:endotracheal|et|nasogastric|ng|og|orogastric|enteric|feeding|chest|tracheostomy|gastrostomy|dobhoff"
-        r"|thoracostomy|drainage) tubes?",
-        r"tracheostomy",
-        r"(?:central venous|venous|central|arterial|port|jugular|ij|subclavian|dialysis|hickman|swan-ganz|picc)"
-        r" (?:line|catheter)s?",
-        r"picc",
-        r"catheters?",
-        r"pacemakers?|pacers?",
-        r"(?:pacing|pacer|pacemaker|icd|aicd|defibrillator|monitor|monitoring|ecg|ekg|cardiac) (?:leads?|wires?)",
-        r"(?:aicd|icd)",
-        r"defibrillators?",
-        r"(?:pacemaker|pacer|generator|battery) pack|pulse generator",
-        r"port-a-cath|portacath|mediport|power port|(?:chest|subclavian|chest wall|infusion) port",
-        r"stents?|stent graft",
-        r"drains?",
-        r"(?:valve) (?:replacement|prosthesis)|(?:prosthetic|mechanical|replaced) (?:\w+ )?valve",
-        r"(?:electronic|cardiac|monitoring|implanted|medical) devices?",
-        r"(?:loop|event) recorder",
-        r"generator|closure device|occluder",
-        r"leads",
-    ],
-}
 
-# Mentions that are not what they seem: a mention inside one of these is dropped.
-NOT_MENTIONS: dict[str, list[str]] = {
-    "Pleural Effusion": [r"pericardial effusions?", r"joint effusions?"],
-    "Lung Lesion": [
-        # calcified nodules are healed granulomas (CheXpert's labeler excludes them too); "non-calcified" ones are not
-        r"(?<!non)(?<!non-)(?<!un)calcified (?:[\w-]+ ){0,4}?nodul\w*",
-        r"nodul\w* (?:[\w-]+ ){0,3}?(?:is |are )?(?:densely |likely |probably )?calcified",
-        r"massive|mass effect",
-        r"(?:bone|bony|osseous|lytic|sclerotic|blastic|skin|soft tissue) lesions?",
-        r"nodular (?:contour|thickening|pleural)",
-    ],
-    "Lung Opacity": [
-        r"pleural (?:scar\w*)|pleuro-?parenchymal scar\w*|pleural-parenchymal scar\w*",
-        r"(?:bone|bony|osseous|soft tissue|breast|mineral|calcific|calcified|metallic|nodular|round|rounded) densit\w*",
-    ],
-    "Pneumonia": [r"(?:granulomatous|prior|old|healed|remote|previous|viral|fungal|tuberculous) (?:\w+ )?infections?"],
-    "Fracture": [
-        r"(?:catheter|line|wire|lead|tube|hardware)s? fractur\w*",
-        r"fractur\w* (?:of|in) the (?:[\w-]+ ){0,3}?(?:catheter|line|wire|lead|tube|hardware)s?",
-    ],
-    "Atelectasis": [r"(?:vertebral|vertebra|vertebral body|body height|height) collapsed?"],
-    "Support Devices": [r"(?:chest|port)[- ](?:line|catheter)s? (?:are|is) (?:not|no)", r"(?:leads|lead) to"],
-}
+def load_phrases(path: Path = PHRASES) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """(mentions, not_mentions, other_findings) of a phrase file, fragments filled in, every regex compiled.
 
-# Abnormalities outside the 14 observations: they make a report not normal (No Finding), nothing else.
-OTHER_FINDINGS = [
-    r"emphysema\w*|copd|chronic obstructive|bullae|bullous|blebs?",
-    r"hyper-?(?:inflat|expan|aerat|lucen)\w*|over-?(?:inflat|expan)\w*|flatten\w*",
-    r"(?:low|decreased|diminished|reduced|small) (?:lung )?volumes?|hypoinflat\w*|hypoventilat\w*|volume loss",
-    r"calcifi\w*|granulom\w*",
-    r"degenerat\w*|spondylo\w*|osteophyt\w*|arthrit\w*|arthropath\w*|djd|dish",
-    r"scolio\w*|kyphos\w*|kyphotic|lordo\w*|deformit\w*|compression",
-    r"tortu\w*|ectatic|ectasia|unfold\w*|atherosclero\w*|atheromatous|aneurysm\w*|dilat\w*",
-    r"hernia\w*",
-    r"(?:elevat\w*|eventrat\w*) (?:of )?(?:the )?(?:right |left )?(?:hemi)?diaphragm\w*",
-    r"(?:hemi)?diaphragm\w* (?:is |are )?(?:\w+ )?(?:elevated|eventrat\w*)",
-    r"blunt\w*",
-    r"sternotomy|cabg|clips?|surgical|post-?operative|post-?surgical|status post|resection|lobectomy"
-    r"|pneumonectomy|thoracotomy|mastectomy|implants?|hardware|fusion|prosthes\w*",
-    r"adenopathy|lymphadenopathy|(?:hilar|hila) (?:prominence|enlargement|fullness)|(?:prominent|enlarged|full) hil\w*",
-    r"osteopeni\w*|demineraliz\w*|osteoporo\w*|lucenc\w*|lytic|sclerotic|metasta\w*",
-    r"foreign bod\w*|bullet|shrapnel|metallic",
-    r"(?:increased|prominent|coarse\w*|accentuated) (?:bronchovascular |interstitial |lung )?markings",
-    r"(?:pulmonary arter\w*) (?:\w+ )?(?:enlarg\w*|prominen\w*)|(?:enlarged|prominent) pulmonary arter\w*",
-    r"shift\w*|deviat\w*|cyst\w*|cavit\w*|sarcoid\w*|tuberculosis|bronchiectasis|bronchitis|airways? disease",
-    r"epicardial fat|fat pad|azygos lobe",
-]
+    A problem names the file and the entry (`mentions.Edema[2]: ...`), all of them at once."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: {e}") from None
+    sections = ("fragments", "mentions", "not_mentions", "other_findings")
+    if not isinstance(data, dict) or set(data) != set(sections):
+        raise InputError(f"{path}: must be a mapping with exactly the keys {', '.join(sections)}")
+    problems: list[str] = []
+    fragments = data["fragments"]
+    if not isinstance(fragments, dict) or not all(isinstance(v, str) for v in fragments.values()):
+        problems.append("fragments: must map NAME to a regular expression")
+        fragments = {}
+
+    def patterns(value, key: str) -> list[str]:
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            problems.append(f"{key}: must be a list of non-empty regular expressions")
+            return []
+        out = []
+        for i, text in enumerate(value):
+            if unknown := [n for n in _FRAGMENT.findall(text) if n not in fragments]:
+                problems.append(f"{key}[{i}]: no fragment named {', '.join(unknown)}")
+                continue
+            out.append(_FRAGMENT.sub(lambda m: fragments[m[1]], text))
+            try:
+                re.compile(out[-1])
+            except re.error as e:
+                problems.append(f"{key}[{i}]: not a regular expression: {e}")
+        return out
+
+    tables = {}
+    for section in ("mentions", "not_mentions"):
+        table = data[section]
+        if not isinstance(table, dict):
+            problems.append(f"{section}: must map observations to lists of regular expressions")
+            table = {}
+        for obs in table:
+            if obs not in OBSERVATIONS or obs == "No Finding":  # No Finding is decided from the others
+                problems.append(f"{section}.{obs}: not one of the CheXpert observations a text mentions")
+        tables[section] = {obs: patterns(v, f"{section}.{obs}") for obs, v in table.items()}
+    other = patterns(data["other_findings"], "other_findings")
+    if problems:
+        raise InputError(f"{path}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
+    return tables["mentions"], tables["not_mentions"], other
+
+
+MENTIONS, NOT_MENTIONS, OTHER_FINDINGS = load_phrases()
 
 PRE_NEGATION = (
     r"\bno\b|\bnot\b|\bwithout\b|\bnegative for\b|\bfree of\b|\babsence of\b|\bresolution of\b|\bresolved\b"

@@ -44,9 +44,11 @@ def test_built_wheel_imports_as_ours_from_anywhere(tmp_path):
     probe = (
         "import json, sys\n"
         "from eval.rouge import Rouge\n"
+        "from eval.labeler import label\n"  # its vocabulary, eval/phrases.yaml, is package data
         "import eval, train, serve, radreport\n"
         "print(json.dumps({'files': [m.__file__ for m in (eval, train, serve, radreport)], "
-        "'score': Rouge().score('No effusion.', 'No effusion.')['rouge1']}))\n"
+        "'score': Rouge().score('No effusion.', 'No effusion.')['rouge1'], "
+        "'effusion': label('Small left pleural effusion.')['Pleural Effusion']}))\n"
     )
     run = tmp_path / "elsewhere"
     run.mkdir()
@@ -59,5 +61,5 @@ def test_built_wheel_imports_as_ours_from_anywhere(tmp_path):
     )
     result = json.loads(out.stdout)
     assert all(f.startswith(str(tmp_path / "site")) for f in result["files"]), result["files"]
-    assert result["score"] == 1.0
+    assert result["score"] == 1.0 and result["effusion"] == "positive"
     assert builtins.eval("1 + 1") == 2  # importing the package never touched the builtin

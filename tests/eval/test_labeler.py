@@ -2,11 +2,14 @@
 its agreement with human MeSH coding when ../shared/data is present."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from eval.labeler import ABNORMAL, OBSERVATIONS, STANDARD_FIVE, label, split_sentences
+from eval.labeler import ABNORMAL, OBSERVATIONS, PHRASES, STANDARD_FIVE, label, load_phrases, split_sentences
+from radreport.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"  # as tests/conftest.py
@@ -262,3 +265,58 @@ def test_agreement_with_human_coding_meets_the_targets():
     assert r["micro_f1_standard_five"] >= 0.90
     assert r["micro_f1_abnormal"] >= 0.85
     assert r["no_finding"]["agreement_with_mesh_normal"] >= 0.90
+
+
+# ---- the vocabulary file (eval/phrases.yaml)
+
+
+def write_phrases(tmp_path, **changes):
+    data = yaml.safe_load(PHRASES.read_text())
+    data.update(changes)
+    path = tmp_path / "phrases.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_packaged_vocabulary_loads_with_every_fragment_filled_in():
+    mentions, not_mentions, other = load_phrases()
+    assert set(mentions) == set(OBSERVATIONS) - {"No Finding"}
+    assert set(not_mentions) <= set(mentions) and other
+    assert not any(re.search(r"<[A-Z_]+>", p) for ps in mentions.values() for p in ps)
+    assert any("cardiac (?:silhouette" in p for p in mentions["Cardiomegaly"])  # <HEART> filled in
+
+
+def test_a_bad_vocabulary_names_every_entry_that_is_wrong(tmp_path):
+    path = write_phrases(
+        tmp_path,
+        mentions={"Edema": ["edema", "(unclosed", "<NOPE> congestion"], "No Finding": ["normal"], "Edemaa": ["x"]},
+        other_findings="emphysema",
+    )
+    with pytest.raises(InputError) as e:
+        load_phrases(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: 5 problem(s)")
+    for needle in (
+        "mentions.Edema[1]: not a regular expression: missing ), unterminated subpattern",
+        "mentions.Edema[2]: no fragment named NOPE",
+        "mentions.No Finding: not one of the CheXpert observations a text mentions",
+        "mentions.Edemaa: not one of the CheXpert observations a text mentions",
+        "other_findings: must be a list of non-empty regular expressions",
+    ):
+        assert needle in message, message
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("mentions: {}\n", "must be a mapping with exactly the keys fragments, mentions, not_mentions, other_findings"),
+        ("- a\n", "must be a mapping with exactly the keys"),
+        ("mentions: [\n", "while parsing a flow"),
+    ],
+)
+def test_a_vocabulary_file_that_is_not_one_is_refused_by_name(tmp_path, text, problem):
+    path = tmp_path / "phrases.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=re.escape(f"{path}: ")) as e:
+        load_phrases(path)
+    assert problem in str(e.value)
