@@ -31,6 +31,7 @@ from radreport.paths import output_dir
 from radreport.schema import Example
 
 NAMES = {"rouge1": "ROUGE1", "rouge2": "ROUGE2", "rougeL": "ROUGEL", "rougeLsum": "ROUGELsum"}
+_LINK_CLOSE = re.compile(r"\](?=[(\[])")  # `](url)`, `][ref]`
 _REPORT_FILE = re.compile(r"report\.md|report\.html|scores\.csv|examples\.csv|boxplot-[A-Za-z0-9._-]+\.png")
 
 
@@ -96,71 +97,82 @@ def collect(files: list[Path], train: list[Example] | None) -> dict[str, dict[st
 def _md(text) -> str:
     """Text from prediction files (model names, findings, predictions) as Markdown text, not markup: Markdown
     renderers pass raw HTML through, so a model named `<script>...` would run in whoever views report.md.
-    HTML's special characters are escaped (`&lt;` shows as `<`), and a line break cannot start a new block."""
-    return html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
-
-
-def _md_cell(text) -> str:
-    return _md(text).replace("|", "\\|")  # a `|` would end the cell
+    HTML's special characters are escaped (`&lt;` shows as `<`), a `]` that would close a link's text is
+    backslash-escaped (a model named `[x](http://...)` is not a link), and a line break cannot start a block."""
+    text = _LINK_CLOSE.sub(r"\\\g<0>", html.escape(str(text), quote=False).replace("\\", "\\\\"))
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 class Doc:
-    """Sections rendered to both Markdown and HTML from one structure."""
+    """The report's sections, recorded once and rendered to Markdown and to HTML."""
 
     def __init__(self, title: str):
         self.title, self.parts = title, []
 
     def h(self, text):
-        self.parts.append(("h", text))
+        self.parts.append(("heading", (text,)))
 
     def p(self, text):
-        self.parts.append(("p", text))
+        self.parts.append(("paragraph", (text,)))
 
     def table(self, header, rows):
         self.parts.append(("table", (header, rows)))
 
     def image(self, name, png: bytes):
-        self.parts.append(("img", (name, png)))
+        self.parts.append(("image", (name, png)))
 
-    def markdown(self) -> str:
-        out = [f"# {_md(self.title)}\n"]
-        for kind, x in self.parts:
-            if kind == "h":
-                out.append(f"\n## {_md(x)}\n")
-            elif kind == "p":
-                out.append(f"{_md(x)}\n")
-            elif kind == "table":
-                header, rows = x
-                out.append("| " + " | ".join(_md_cell(c) for c in header) + " |")
-                out.append("|" + "|".join(" --- " for _ in header) + "|")
-                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-                out.append("")
+    def render(self, fmt: type[Markdown] | type[Html]) -> str:
+        blocks = []
+        for kind, args in self.parts:
+            if kind in ("heading", "paragraph"):  # a template of the format: `{}` is the escaped text
+                blocks.append(getattr(fmt, kind).format(fmt.escape(*args)))
             else:
-                out.append(f"![{x[0]}]({x[0]})\n")  # our own file name: boxplot-DATASET.png, DATASET a safe name
-        return "\n".join(out) + "\n"
+                blocks.append(getattr(fmt, kind)(*args))
+        return fmt.page(self.title, blocks)
 
-    def html(self) -> str:
-        e = html.escape
-        out = [
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{e(self.title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
-            "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
-            "</style></head><body>",
-            f"<h1>{e(self.title)}</h1>",
-        ]
-        for kind, x in self.parts:
-            if kind == "h":
-                out.append(f"<h2>{e(x)}</h2>")
-            elif kind == "p":
-                out.append(f"<p>{e(x)}</p>")
-            elif kind == "table":
-                header, rows = x
-                out.append("<table><tr>" + "".join(f"<th>{e(str(c))}</th>" for c in header) + "</tr>")
-                out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows]
-                out.append("</table>")
-            else:
-                out.append(f"<img alt='{e(x[0])}' src='data:image/png;base64,{base64.b64encode(x[1]).decode()}'>")
-        return "\n".join(out) + "\n</body></html>\n"
+
+class Markdown:
+    heading, paragraph = "\n## {}\n", "{}\n"
+    escape = staticmethod(_md)
+
+    @staticmethod
+    def page(title, blocks: list[str]) -> str:
+        return "\n".join([f"# {_md(title)}\n", *blocks]) + "\n"
+
+    @staticmethod
+    def table(header, rows) -> str:
+        lines = [[_md(c).replace("|", "\\|") for c in cells] for cells in (header, *rows)]  # a `|` would end the cell
+        lines.insert(1, ["---"] * len(header))
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
+
+    @staticmethod
+    def image(name, png: bytes) -> str:
+        return f"![{name}]({name})\n"  # our own file name: boxplot-DATASET.png, DATASET a safe name
+
+
+class Html:
+    heading, paragraph = "<h2>{}</h2>", "<p>{}</p>"
+    escape = staticmethod(html.escape)
+    STYLE = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+    )
+
+    @staticmethod
+    def page(title, blocks: list[str]) -> str:
+        head = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        top = [f"{head}<style>{Html.STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+        return "\n".join(top + blocks) + "\n</body></html>\n"
+
+    @staticmethod
+    def table(header, rows) -> str:
+        cells = [[("th", c) for c in header], *([("td", c) for c in r] for r in rows)]
+        trs = ["<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for tag, c in row) + "</tr>" for row in cells]
+        return "<table>" + "\n".join(trs) + "\n</table>"
+
+    @staticmethod
+    def image(name, png: bytes) -> str:
+        return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
 def boxplot_png(dataset: str, scored: dict[str, list[dict]]) -> bytes:
@@ -400,8 +412,8 @@ def render_report(files: list[Path], train: list[Example] | None, aws_compatible
             )
 
     files_out = {
-        "report.md": doc.markdown().encode("utf-8"),
-        "report.html": doc.html().encode("utf-8"),
+        "report.md": doc.render(Markdown).encode("utf-8"),
+        "report.html": doc.render(Html).encode("utf-8"),
         "scores.csv": _csv(
             ["dataset", "model", "n", "metric", "value", "ci95_low", "ci95_high"],
             [
