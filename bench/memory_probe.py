@@ -45,14 +45,16 @@ def mark(phase: str) -> None:
 
 
 def main() -> None:
+    from radreport.cli import positive_int  # after the first mark: its imports are part of no phase
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--source", type=int, default=197)
-    p.add_argument("--target", type=int, default=90)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--model", required=True, help="a model directory (bench/model_shapes.py writes one)")
+    p.add_argument("--batch", type=positive_int, default=8, help="examples per rank and step")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--source", type=positive_int, default=197, metavar="TOKENS", help="prompt tokens of every row")
+    p.add_argument("--target", type=positive_int, default=90, metavar="TOKENS", help="impression tokens of every row")
+    p.add_argument("--steps", type=positive_int, default=3, help="training steps (the first traces, the rest repeat)")
+    p.add_argument("--new-tokens", type=positive_int, default=16, help="tokens the beam search generates")
     a = p.parse_args()
     mark("python")
     import torch

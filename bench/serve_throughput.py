@@ -30,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from radreport.cli import path_arg, positive_int  # noqa: E402
 from radreport.io import atomic_write_json  # noqa: E402
 from radreport.schema import load_examples  # noqa: E402
 from serve.local_server import Server  # noqa: E402
@@ -138,11 +139,11 @@ def run_level(server: Server, bodies: list[dict], concurrency: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--beams", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--requests-per-level", type=int, default=48)
-    p.add_argument("--out", default=str(ROOT / "bench/results/serve_throughput.json"))
+    p.add_argument("--model", required=True, help="the model directory the server loads")
+    p.add_argument("--out", type=path_arg, default=ROOT / "bench/results/serve_throughput.json")
+    p.add_argument("--beams", type=positive_int, default=4)
+    p.add_argument("--max-new-tokens", type=positive_int, default=32)
+    p.add_argument("--requests-per-level", type=positive_int, default=48, help="requests sent at each concurrency")
     a = p.parse_args()
     findings = [r.findings for r in load_examples(ROOT / "data/sample/dev1.json")]
     logs = Path("/tmp")

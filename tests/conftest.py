@@ -40,31 +40,17 @@ def trained_model_dir(tmp_path_factory) -> Path:
     Serving and evaluation tests need a model whose answers differ by input; the run itself is the
     1-process training test (tests/train/test_loop.py)."""
     import subprocess
-    import sys
 
     from radreport.schema import load_examples, write_examples
+    from train.local_launch import train_command
 
     out = tmp_path_factory.mktemp("trained")
     data = out / "train.json"
     write_examples(data, load_examples(SAMPLE / "train.json")[:600])
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train",
-            "--config",
-            "configs/train/tiny-cpu.yaml",
-            "--output-dir",
-            str(out / "run"),
-            f"data.train={data}",
-            "epochs=1",
-            "eval.rouge_samples=8",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    command = train_command(
+        "configs/train/tiny-cpu.yaml", out / "run", [f"data.train={data}", "epochs=1", "eval.rouge_samples=8"]
     )
+    r = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return out / "run" / "model"
 

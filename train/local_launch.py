@@ -17,23 +17,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def train_command(config: str | Path, output_dir: str | Path, overrides: list[str]) -> list[str]:
+    """`python -m train --config C --output-dir D overrides...`: one process, no launcher."""
+    return [sys.executable, "-m", "train", "--config", str(config), "--output-dir", str(output_dir), *overrides]
+
+
 def launch_command(config: str | Path, output_dir: str | Path, processes: int, overrides: list[str]) -> list[str]:
     """`accelerate launch --num_processes N -m train --config C --output-dir D overrides...`, on a free port."""
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        CPU_ACCELERATE_CONFIG,
-        "--num_processes",
-        str(processes),
-        "--main_process_port",
-        str(free_port()),
-        "-m",
-        "train",
-        "--config",
-        str(config),
-        "--output-dir",
-        str(output_dir),
-        *overrides,
-    ]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_ACCELERATE_CONFIG]
+    processes_and_port = ["--num_processes", str(processes), "--main_process_port", str(free_port())]
+    return [*launcher, *processes_and_port, *train_command(config, output_dir, overrides)[1:]]

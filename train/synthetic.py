@@ -57,144 +57,145 @@ class Study:
     indication: str = ""
     comparison: str = "None."
 
+    def state(self, finding: str, impression: str = "", labels: dict[str, str] | None = None) -> None:
+        """One condition: its sentence in the findings, its summary in the impression (if any), its labels."""
+        self.findings.append(finding)
+        if impression:
+            self.impression.append(impression)
+        self.labels.update(labels or {})
+
 
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-# Each condition adds finding sentences, impression sentences and labels, and names the normal
-# statements it replaces (heart, lungs, pleura, edema, bones).
+# Each condition states its finding (one of several wordings), the impression's summary of it and its true
+# labels, and names the normal statements it replaces (heart, lungs, pleura, edema, bones).
 def _effusion(r: random.Random, s: Study, prior: bool) -> set[str]:
     side = r.choice(SIDES + ("bilateral",))
     size = r.choice(SIZES)
     noun = "pleural effusions" if side == "bilateral" else "pleural effusion"
     change = r.choice(CHANGE) if prior else ""
+    positive = {"Pleural Effusion": "positive"}
     if change:
-        s.findings.append(f"{_cap(size)} {side} {noun}, {change} compared to the prior study.")
-        s.impression.append(f"{_cap(change)} {size} {side} {noun}.")
-    else:
-        s.findings.append(
-            r.choice(
-                [
-                    f"There is a {size} {side} {noun}.",
-                    f"{_cap(size)} {side} {noun} is seen.",
-                    f"{_cap(size)} {side} {noun} with adjacent atelectasis.",
-                ]
-            )
+        s.state(
+            f"{_cap(size)} {side} {noun}, {change} compared to the prior study.",
+            f"{_cap(change)} {size} {side} {noun}.",
+            positive,
         )
-        s.impression.append(f"{_cap(size)} {side} {noun}.")
-    s.labels["Pleural Effusion"] = "positive"
+        return {"pleura"}
+    wordings = (
+        f"There is a {size} {side} {noun}.",
+        f"{_cap(size)} {side} {noun} is seen.",
+        f"{_cap(size)} {side} {noun} with adjacent atelectasis.",
+    )
+    s.state(r.choice(wordings), f"{_cap(size)} {side} {noun}.", positive)
     return {"pleura"}
 
 
 def _pneumothorax(r: random.Random, s: Study, prior: bool) -> set[str]:
     side, size = r.choice(SIDES), r.choice(("tiny", "small", "moderate", "apical"))
-    s.findings.append(
-        r.choice([f"There is a {size} {side} pneumothorax.", f"{_cap(size)} {side} pneumothorax is present."])
-    )
-    s.impression.append(f"{_cap(size)} {side} pneumothorax. Findings were discussed with Dr. ___ at ___ by telephone.")
-    s.labels["Pneumothorax"] = "positive"
+    finding = r.choice([f"There is a {size} {side} pneumothorax.", f"{_cap(size)} {side} pneumothorax is present."])
+    discussed = "Findings were discussed with Dr. ___ at ___ by telephone."
+    s.state(finding, f"{_cap(size)} {side} pneumothorax. {discussed}", {"Pneumothorax": "positive"})
     return {"pleura"}
 
 
 def _consolidation(r: random.Random, s: Study, prior: bool) -> set[str]:
     lobe = r.choice(LOBES)
-    s.findings.append(
-        r.choice(
-            [
-                f"There is focal consolidation in the {lobe}.",
-                f"New opacity in the {lobe}.",
-                f"Patchy airspace opacity is seen in the {lobe}.",
-            ]
-        )
+    finding = r.choice(
+        [
+            f"There is focal consolidation in the {lobe}.",
+            f"New opacity in the {lobe}.",
+            f"Patchy airspace opacity is seen in the {lobe}.",
+        ]
     )
     if r.random() < 0.5:
-        s.impression.append(f"{_cap(lobe)} consolidation concerning for pneumonia.")
-        s.labels.update({"Consolidation": "positive", "Pneumonia": "uncertain"})
+        s.state(
+            finding,
+            f"{_cap(lobe)} consolidation concerning for pneumonia.",
+            {"Consolidation": "positive", "Pneumonia": "uncertain"},
+        )
     else:
-        s.impression.append(f"{_cap(lobe)} opacity may represent atelectasis or pneumonia.")
-        s.labels.update({"Lung Opacity": "positive", "Pneumonia": "uncertain", "Atelectasis": "uncertain"})
+        labels = {"Lung Opacity": "positive", "Pneumonia": "uncertain", "Atelectasis": "uncertain"}
+        s.state(finding, f"{_cap(lobe)} opacity may represent atelectasis or pneumonia.", labels)
     return {"lungs"}
 
 
 def _atelectasis(r: random.Random, s: Study, prior: bool) -> set[str]:
     where = r.choice(("bibasilar", "left basilar", "right basilar"))
-    s.findings.append(r.choice([f"{_cap(where)} opacities likely reflect atelectasis.", f"Mild {where} atelectasis."]))
-    s.impression.append(f"{_cap(where)} atelectasis.")
-    s.labels["Atelectasis"] = "positive"
+    finding = r.choice([f"{_cap(where)} opacities likely reflect atelectasis.", f"Mild {where} atelectasis."])
+    s.state(finding, f"{_cap(where)} atelectasis.", {"Atelectasis": "positive"})
     return {"lungs"}
 
 
 def _cardiomegaly(r: random.Random, s: Study, prior: bool) -> set[str]:
     sev = r.choice(SEVERITY[:2])
-    s.findings.append(
-        r.choice(
-            [
-                f"The heart is {sev}ly enlarged.",
-                f"There is {sev} cardiomegaly.",
-                f"{_cap(sev)} enlargement of the cardiac silhouette is stable.",
-            ]
-        )
+    wordings = (
+        f"The heart is {sev}ly enlarged.",
+        f"There is {sev} cardiomegaly.",
+        f"{_cap(sev)} enlargement of the cardiac silhouette is stable.",
     )
-    s.impression.append(f"{_cap(sev)} cardiomegaly.")
-    s.labels["Cardiomegaly"] = "positive"
+    s.state(r.choice(wordings), f"{_cap(sev)} cardiomegaly.", {"Cardiomegaly": "positive"})
     return {"heart"}
 
 
 def _edema(r: random.Random, s: Study, prior: bool) -> set[str]:
     sev = r.choice(SEVERITY)
-    s.findings.append(
-        r.choice(
-            [f"There is {sev} pulmonary vascular congestion and interstitial edema.", f"{_cap(sev)} pulmonary edema."]
-        )
+    finding = r.choice(
+        [f"There is {sev} pulmonary vascular congestion and interstitial edema.", f"{_cap(sev)} pulmonary edema."]
     )
-    s.impression.append(f"{_cap(sev)} pulmonary edema.")
-    s.labels["Edema"] = "positive"
+    s.state(finding, f"{_cap(sev)} pulmonary edema.", {"Edema": "positive"})
     return {"edema"}
 
 
 def _devices(r: random.Random, s: Study, prior: bool) -> set[str]:
     kind = r.choice(("ett", "ngt", "line", "pacer"))
+    device = {"Support Devices": "positive"}
     if kind == "ett":
         cm = r.choice((1, 2, 3, 4, 5, 6))
-        s.findings.append(f"Endotracheal tube terminates {cm} cm above the carina.")
-        s.impression.append(
-            "Endotracheal tube in standard position."
-            if cm >= 3
-            else f"Endotracheal tube terminates {cm} cm above the carina; recommend withdrawal by ___ cm."
-        )
+        too_low = f"Endotracheal tube terminates {cm} cm above the carina; recommend withdrawal by ___ cm."
+        impression = "Endotracheal tube in standard position." if cm >= 3 else too_low
+        s.state(f"Endotracheal tube terminates {cm} cm above the carina.", impression, device)
     elif kind == "ngt":
-        s.findings.append("Nasogastric tube courses below the diaphragm with tip in the stomach.")
-        s.impression.append("Nasogastric tube in appropriate position.")
+        s.state(
+            "Nasogastric tube courses below the diaphragm with tip in the stomach.",
+            "Nasogastric tube in appropriate position.",
+            device,
+        )
     elif kind == "line":
         side = r.choice(SIDES)
         tip = r.choice(("mid SVC", "cavoatrial junction", "right atrium"))
-        s.findings.append(f"{_cap(side)} internal jugular central venous catheter tip is in the {tip}.")
-        s.impression.append(f"{_cap(side)} IJ line tip in the {tip}. No pneumothorax.")
-        s.labels["Pneumothorax"] = "negative"
+        finding = f"{_cap(side)} internal jugular central venous catheter tip is in the {tip}."
+        s.state(
+            finding, f"{_cap(side)} IJ line tip in the {tip}. No pneumothorax.", {"Pneumothorax": "negative", **device}
+        )
     else:
-        s.findings.append("Left-sided pacemaker with leads in the right atrium and right ventricle.")
-        s.impression.append("Pacemaker leads in standard position.")
-    s.labels["Support Devices"] = "positive"
+        s.state(
+            "Left-sided pacemaker with leads in the right atrium and right ventricle.",
+            "Pacemaker leads in standard position.",
+            device,
+        )
     return set()
 
 
 def _nodule(r: random.Random, s: Study, prior: bool) -> set[str]:
     mm, lobe = r.choice((4, 6, 8, 11, 14)), r.choice(LOBES)
-    s.findings.append(f"A {mm} mm nodule projects over the {lobe}.")
-    s.impression.append(f"{mm} mm {lobe} nodule; recommend chest CT for further evaluation.")
-    s.labels["Lung Lesion"] = "positive"
+    impression = f"{mm} mm {lobe} nodule; recommend chest CT for further evaluation."
+    s.state(f"A {mm} mm nodule projects over the {lobe}.", impression, {"Lung Lesion": "positive"})
     return set()
 
 
 def _fracture(r: random.Random, s: Study, prior: bool) -> set[str]:
     side, rib = r.choice(SIDES), r.choice(("fifth", "sixth", "seventh", "eighth"))
     if r.random() < 0.5:
-        s.findings.append(f"Healed {side} rib fractures are noted.")
+        s.state(f"Healed {side} rib fractures are noted.")  # old and incidental: not in the impression, not coded
     else:
-        s.findings.append(f"Acute displaced fracture of the {side} {rib} rib.")
-        s.impression.append(f"Acute {side} {rib} rib fracture.")
-        s.labels["Fracture"] = "positive"
+        s.state(
+            f"Acute displaced fracture of the {side} {rib} rib.",
+            f"Acute {side} {rib} rib fracture.",
+            {"Fracture": "positive"},
+        )
     return {"bones"}
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from train.local_launch import launch_command
+from train.local_launch import launch_command, train_command
 
 from .conftest import ROOT, launch, small_run_overrides
 
@@ -63,8 +62,7 @@ def test_second_run_is_refused_and_a_killed_launcher_leaves_no_orphans(tmp_path,
 
         # the same command again while the first run trains: refused, naming the process that holds the directory
         second = subprocess.run(
-            [sys.executable, "-m", "train", "--config", "configs/train/tiny-cpu.yaml", "--output-dir", str(out)]
-            + overrides,
+            train_command("configs/train/tiny-cpu.yaml", out, overrides),
             cwd=ROOT,
             capture_output=True,
             text=True,
