@@ -67,7 +67,7 @@ class LoadReport:
 def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    return JSON_TYPES.get(type(value), type(value).__name__)
+    return next((name for tp, name in JSON_TYPES.items() if isinstance(value, tp)), type(value).__name__)
 
 
 def text_problem(value: str) -> str | None:
@@ -82,9 +82,28 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+class _Object(dict):
+    """A JSON object that remembers the keys it was given twice (json keeps the last one silently)."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        seen, self.repeated = set(), []
+        for key, _ in pairs:
+            if key in seen:
+                self.repeated.append(key)
+            seen.add(key)
+
+
+def _loads(text: str):
+    return json.loads(text, object_pairs_hook=_Object)
+
+
 def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with fields {list(FIELDS)}, got {type(row).__name__}")
+    repeated = [k for k in getattr(row, "repeated", ()) if k in FIELDS]
+    if repeated:  # two findings (or ids) in one row: which one the writer meant is not ours to guess
+        raise DataError(f"{where}: field '{repeated[0]}' is given twice")
     values = {}
     for name in FIELDS:
         value = row.get(name)
@@ -99,6 +118,9 @@ def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
         # The type first: `impression: false` must not train on "False", nor `findings: 5.5` pass as "is empty"
         is_id = name in IDS and isinstance(value, int) and not isinstance(value, bool)
         if not isinstance(value, str) and not is_id:
+            if name in IDS:  # an id may be a JSON integer; 1.5 or 1e3 is no id
+                got = json.dumps(value) if isinstance(value, float) else _json_type(value)
+                raise DataError(f"{where}: field '{name}' must be a string or a whole number, got {got}")
             raise DataError(f"{where}: field '{name}' must be a string, got {_json_type(value)}")
         text = str(value)
         problem = text_problem(text)
@@ -124,7 +146,7 @@ def _iter_rows(path: Path, text: str):
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            rows = json.loads(text)
+            rows = _loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
         except (ValueError, RecursionError) as e:  # nesting deeper than Python's stack, a number of 4,300+ digits
@@ -138,7 +160,7 @@ def _iter_rows(path: Path, text: str):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = _loads(line)
             except json.JSONDecodeError as e:
                 row = DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})")
             except (ValueError, RecursionError) as e:
@@ -159,11 +181,16 @@ def _json_failure(e: Exception) -> str:
 def _iter_csv(path: Path, text: str):
     previous = csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide: set for this read only
     try:
-        reader = csv.DictReader(io.StringIO(text))
+        # strict: a quote opened and never closed is an error, not a field that swallows the rest of the file
+        reader = csv.DictReader(io.StringIO(text), strict=True)
+        row_start = 2  # the line the next row starts on
         try:
             header = reader.fieldnames or []
         except csv.Error as e:
             raise DataError(f"{path}:1: unreadable CSV header ({e})") from None
+        twice = sorted({c for c in header if header.count(c) > 1 and c in FIELDS})
+        if twice:  # DictReader would keep the last column of the name silently
+            raise DataError(f"{path}:1: CSV header names column '{twice[0]}' more than once")
         missing = [c for c in REQUIRED_TEXT if c not in header]
         if missing:
             raise DataError(f"{path}:1: CSV header lacks column(s) {missing}")
@@ -178,8 +205,10 @@ def _iter_csv(path: Path, text: str):
                     raise DataError(
                         f"{path}:{line}: CSV field longer than {CSV_FIELD_LIMIT:,} characters (an unclosed quote?)"
                     ) from None
+                if "unexpected end of data" in str(e):
+                    raise DataError(f"{path}:{row_start}: a quoted field of this row is never closed") from None
                 raise DataError(f"{path}:{line}: unreadable CSV ({e})") from None
-            lineno = reader.line_num
+            lineno, row_start = reader.line_num, reader.line_num + 1
             row = {k: v for k, v in row.items() if k is not None}
             row.setdefault("study_id", str(lineno))
             if not row.get("study_id"):

@@ -59,11 +59,18 @@ def resolve_api_key(config: ServeConfig, from_env: str, sagemaker: bool) -> str:
     return key
 
 
+def host_arg(text: str) -> str:
+    """--host: an address or name, never empty (getaddrinfo would read "" as every interface, unasked)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty host (give 0.0.0.0 to listen on every interface)")
+    return text.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model directory (or hub id)")
     p.add_argument("--config", help="configs/serve/*.yaml")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", type=host_arg, default="127.0.0.1", help="an address of this machine (0.0.0.0: all)")
     p.add_argument("--port", type=port, default=8000)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument(
@@ -114,7 +121,7 @@ def bind(host: str, port_number: int) -> list[socket.socket]:
     uses): every address the host resolves to, SO_REUSEADDR, IPv6 sockets IPv6-only. Not listening yet: a
     client is refused until the server is ready, as before."""
     try:
-        infos = socket.getaddrinfo(host or None, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         raise InputError(f"--host {host}: not an address of this machine ({e.strerror})") from None
     addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))

@@ -33,14 +33,21 @@ ROUTES = frozenset({*JSON_ROUTES, *OPEN_PATHS})
 CLOSE = {"Connection": "close"}
 
 
-def given_key(headers: dict) -> str:
-    """The key a request carries: `X-API-Key: KEY`, or `Authorization: Bearer KEY` with the scheme in any case
-    (auth schemes are case-insensitive, RFC 7235: `bearer KEY` is the same header)."""
-    if headers.get("x-api-key"):
-        return headers["x-api-key"]
-    value = headers.get("authorization", "").strip()
-    scheme, _, credentials = value.partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" else value
+def given_keys(headers: dict) -> list[str]:
+    """The keys a request carries: `X-API-Key: KEY` and/or `Authorization: Bearer KEY` with the scheme in any
+    case (auth schemes are case-insensitive, RFC 7235: `bearer KEY` is the same header)."""
+    keys = [headers["x-api-key"]] if "x-api-key" in headers else []
+    if "authorization" in headers:
+        scheme, _, credentials = headers["authorization"].strip().partition(" ")
+        keys.append(credentials.strip() if scheme.lower() == "bearer" else headers["authorization"])
+    return keys
+
+
+def key_is_right(headers: dict, key: bytes) -> bool:
+    """Every key the request sends is the right one: a right X-API-Key beside a wrong Authorization is refused,
+    not decided by which header we happen to read first. Compared in constant time."""
+    keys = given_keys(headers)
+    return bool(keys) and all(hmac.compare_digest(k.encode(), key) for k in keys)
 
 
 def is_json(content_type: str) -> bool:
@@ -113,7 +120,7 @@ class EdgeMiddleware:
         if self.service.phase == "draining" and path not in OPEN_PATHS:
             return await reply(503, "not_ready", "server is shutting down", **{"Retry-After": "5"})
         if self.key and path not in OPEN_PATHS:
-            if not hmac.compare_digest(given_key(headers).encode(), self.key):
+            if not key_is_right(headers, self.key):
                 return await reply(401, "unauthorized", "missing or wrong API key")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)

@@ -72,7 +72,7 @@ def generation_routes(served: ServedModel, config: ServeConfig, service) -> APIR
     async def impression(body: ImpressionRequest, request: Request) -> ImpressionResponse:
         """Findings in, impression out, with every candidate and its score."""
         p = params_for(body.generation_values(), body.max_new_tokens, "max_new_tokens")
-        (g,) = await run(request, [body.findings], [body.background or ""], p, "findings")
+        (g,) = await run(request, [body.findings_text()], [body.background or ""], p, "findings")
         return ImpressionResponse(
             impression=g.candidates[0][0],
             candidates=[Candidate(text=t, score=s) for t, s in g.candidates],

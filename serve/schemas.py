@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from radreport.config import NonNegativeInt, PositiveInt
 from radreport.generation import Seed, Temperature, TopP
 from radreport.prompt import findings_from_prompt
+from radreport.schema import text_problem
 
 EMPTY_FINDINGS = "findings is empty or whitespace"
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -64,12 +65,19 @@ class ImpressionRequest(GenerationFields):
         default=None, description="Tokens generated at most. At most the server's max_new_tokens_limit."
     )
 
-    @field_validator("findings")
+    @field_validator("findings", "background")
     @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def usable_text(cls, v: str | None, info) -> str | None:
+        """Text a data file could hold (no NUL, no lone surrogate: refused there too), and findings that are
+        findings: a client that sent the whole prompt gets it unwrapped, as /invocations does."""
+        if v is not None and (problem := text_problem(v)):
+            raise ValueError(f"{info.field_name} {problem}")
+        if info.field_name == "findings" and not findings_from_prompt(v):
             raise ValueError(EMPTY_FINDINGS)
         return v
+
+    def findings_text(self) -> str:
+        return findings_from_prompt(self.findings)
 
 
 class Candidate(BaseModel):
@@ -110,8 +118,10 @@ class InvocationsRequest(GenerationFields):
         if len(items) > 64:
             raise ValueError("at most 64 text_inputs per request")
         for i, text in enumerate(items):
+            where = "" if isinstance(v, str) else f" (input {i})"
+            if problem := text_problem(text):
+                raise ValueError(f"text_inputs{where} {problem}")
             if not findings_from_prompt(text):  # a prompt that is only the instruction has no findings either
-                where = "" if isinstance(v, str) else f" (input {i})"
                 raise ValueError(f"{EMPTY_FINDINGS}{where}")
         return v
 

@@ -597,6 +597,10 @@ def make_plan(cfg: TrainConfig, a) -> dict:
         gpu_name, per_node = INSTANCES[a.instance]
         gpu = GPUS[gpu_name]
         world = a.world_size or per_node * a.nodes
+        if world > per_node * a.nodes:
+            raise InputError(
+                f"--world-size {world}: {a.nodes} x {a.instance} has {per_node * a.nodes} GPUs (one process each)"
+            )
         device_name, memory_gib, usable = gpu.name, gpu.memory_gib, USABLE_SHARE * gpu.memory_gib
         accelerate_default = ROOT / "configs/accelerate/p3.16xlarge.yaml"
     if a.deepspeed:

@@ -72,13 +72,36 @@ def size_gib(text: str) -> float:
 def s3_uri(text: str) -> str:
     """s3://bucket/key...: what SageMaker takes for channels and output (it refuses anything else, after the job
     has been created). Empty: not given."""
-    if text and not re.fullmatch(r"s3://[a-z0-9<][a-z0-9.<>-]{2,62}(/\S*)?", text):
+    if text and not re.fullmatch(r"s3://[a-z0-9<][a-z0-9.<>-]{2,62}(/\S*)?", text):  # <bucket>: a placeholder
         raise argparse.ArgumentTypeError(
             f"expected an S3 URI, s3://BUCKET/prefix with a bucket name of 3-63 lower-case letters, digits, '.' "
             f"and '-', got {text!r}"
         )
     return text
 
+
+PLACEHOLDER = re.compile(r"<[a-z-]+>")  # in the defaults: --dry-run shows a request before any AWS value is at hand
+
+
+def _checked(what: str, pattern: str):
+    """An argparse type for a value SageMaker would refuse only after the job request is sent."""
+
+    def check(text: str) -> str:
+        if not re.fullmatch(pattern, text) and not PLACEHOLDER.search(text):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return text
+
+    return check
+
+
+role_arn = _checked(
+    "an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME", r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+)
+image_uri = _checked(
+    "an image URI, e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG",
+    r"[a-z0-9.-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w.-]{1,128}|@sha256:[0-9a-f]{64})?",
+)
+instance_type = _checked("a SageMaker instance type, e.g. ml.p3.16xlarge", r"ml\.[a-z0-9-]+\.[a-z0-9]+")
 
 MAX_RUN_SECONDS = 28 * 24 * 3600  # SageMaker's limit for a training job's MaxRuntimeInSeconds
 
@@ -147,15 +170,15 @@ def build_request(a) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.sagemaker", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--image", default="<account>.dkr.ecr.<region>.amazonaws.com/radreport-train:latest")
-    p.add_argument("--role", default="<sagemaker-execution-role-arn>")
+    p.add_argument("--image", type=image_uri, default="<account>.dkr.ecr.<region>.amazonaws.com/radreport-train:latest")
+    p.add_argument("--role", type=role_arn, default="<sagemaker-execution-role-arn>")
     p.add_argument("--train", type=s3_uri, default="s3://<bucket>/mediqa/train.json")
     p.add_argument("--validation", type=s3_uri, default="")
     p.add_argument(
         "--model", type=s3_uri, default="", help="S3 prefix of a Hugging Face model directory (the `model` channel)"
     )
     p.add_argument("--output", type=s3_uri, default="s3://<bucket>/radreport")
-    p.add_argument("--instance-type", default="ml.p3.16xlarge")
+    p.add_argument("--instance-type", type=instance_type, default="ml.p3.16xlarge")
     p.add_argument("--instance-count", type=positive_int, default=1)
     p.add_argument("--job-name", type=job_name_arg, default="radreport-flan-t5-xl", help="base of the job name")
     p.add_argument(
@@ -178,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         print(json.dumps(request, indent=2))
         return 0
+    unset = [flag for flag in ("--image", "--role", "--train", "--output") if PLACEHOLDER.search(getattr(a, flag[2:]))]
+    if unset:
+        raise InputError(f"{', '.join(unset)}: the default is a placeholder (for --dry-run); give your own to submit")
     try:
         from sagemaker.estimator import Estimator
     except ImportError:

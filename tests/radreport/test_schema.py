@@ -167,3 +167,51 @@ def test_long_csv_fields_load_up_to_the_limit_and_are_refused_beyond_it_naming_t
     with pytest.raises(DataError, match=r"huge.csv:3: CSV field longer than 16,777,216 characters"):
         load_examples(tmp_path / "huge.csv", skip_bad=True)  # the rest of the file cannot be read: no skipping
     assert csv.field_size_limit() == limit_before  # the process-wide limit is set only while reading
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        (
+            "twice.json",
+            '[{"study_id": "1", "findings": "a", "findings": "b", "impression": "c"}]',
+            "twice.json[0]: field 'findings' is given twice",
+        ),
+        (
+            "twice.jsonl",
+            '{"study_id": "1", "findings": "a", "impression": "c"}\n'
+            '{"study_id": "2", "study_id": "3", "findings": "a", "impression": "c"}\n',
+            "twice.jsonl:2: field 'study_id' is given twice",
+        ),
+        (
+            "float.jsonl",
+            '{"study_id": 1.5, "findings": "a", "impression": "c"}\n',
+            "float.jsonl:1: field 'study_id' must be a string or a whole number, got 1.5",
+        ),
+        (
+            "list.jsonl",
+            '{"study_id": [1], "findings": "a", "impression": "c"}\n',
+            "list.jsonl:1: field 'study_id' must be a string or a whole number, got a list",
+        ),
+        (
+            "open.csv",
+            'findings,impression\nLungs clear.,Normal.\n"Lungs clear.,Normal.\nx,y\n',
+            "open.csv:3: a quoted field of this row is never closed",
+        ),
+        (
+            "header.csv",
+            "findings,impression,findings\na,b,c\n",
+            "header.csv:1: CSV header names column 'findings' more than once",
+        ),
+    ],
+)
+def test_rows_that_say_two_things_or_never_end_are_refused_by_place(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError) as e:
+        load_examples(tmp_path / name)
+    assert str(e.value) == f"{tmp_path}/{message}"
+
+
+def test_a_repeated_key_outside_the_schema_is_not_our_business(tmp_path):
+    (tmp_path / "extra.jsonl").write_text('{"study_id": "1", "findings": "a", "impression": "c", "x": 1, "x": 2}\n')
+    assert load_examples(tmp_path / "extra.jsonl")[0].findings == "a"

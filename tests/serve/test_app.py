@@ -48,6 +48,8 @@ def test_sagemaker_invocations_and_ping(server, error_shape):
     # the notebook's prompt and bare findings give the same answer: the template is not applied twice
     alone = post(server, "/impression", {"findings": "Lungs are clear.", "max_new_tokens": 6, "num_beams": 2})
     assert r.json()["generated_texts"][0] == alone.json()["impression"]
+    wrapped = post(server, "/impression", {"findings": prompt, "max_new_tokens": 6, "num_beams": 2})
+    assert wrapped.json()["impression"] == alone.json()["impression"]  # /impression unwraps a whole prompt too
     many = post(server, "/invocations", {"text_inputs": ["Lungs are clear.", "Small effusion."], "max_length": 6})
     assert many.status_code == 200 and len(many.json()["generated_texts"]) == 2
     assert all(isinstance(t, str) and t for t in many.json()["generated_texts"])
@@ -180,6 +182,9 @@ def test_120_concurrent_mixed_requests_equal_their_solo_answers(server, sample_d
         ({"findings": "x", "top_k": 3}, "top_k", "only used when sampling"),
         ({"findings": "x", "do_sample": True, "top_p": 0}, "top_p", "greater than 0"),
         ({"findings": "x", "do_sample": True, "seed": -1}, "seed", "greater than or equal to 0"),
+        ({"findings": "Lungs clear.\u0000x"}, "findings", "findings holds a NUL character (at character 12)"),
+        ({"findings": "Lungs \ud800clear."}, "findings", "findings holds a lone surrogate (\\ud800 at character 6)"),
+        ({"findings": "x", "background": "a\u0000"}, "background", "background holds a NUL character"),
         (
             {"findings": "x", "do_sample": True, "num_beams": 1, "num_return_sequences": 9},
             "num_return_sequences",
@@ -202,6 +207,7 @@ def test_bad_input_is_422_naming_the_field(server, error_shape, body, field, wor
         ({"text_inputs": "x", "temperature": 0.3}, "temperature", "only used when sampling"),
         ({"text_inputs": ["x", 3]}, "text_inputs.1", "text_inputs.1: expected text, got 3"),
         ({"text_inputs": []}, "text_inputs", "text_inputs: an empty list"),
+        ({"text_inputs": ["x", "y\u0000"]}, "text_inputs", "text_inputs (input 1) holds a NUL character"),
     ],
 )
 def test_invocations_bad_input_is_422_naming_the_parameter(server, error_shape, body, field, words):

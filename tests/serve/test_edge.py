@@ -66,3 +66,18 @@ def test_the_bearer_scheme_is_case_insensitive_and_the_key_is_not():
         assert status(f"{scheme}  s3cret ") == 200, scheme
         assert status(f"{scheme} S3CRET") == 401, scheme
     assert status("Basic s3cret") == 401 and status("") == 401 and status("bearer") == 401
+
+
+def test_every_key_a_request_sends_must_be_the_key():
+    """With both headers, a right X-API-Key does not excuse a wrong Authorization (nor the reverse)."""
+    edge = EdgeMiddleware(ok_app, ServeConfig(api_key="s3cret"), Metrics(), ServiceState(phase="ready"))
+
+    def status(*headers) -> int:
+        return call(edge, headers=[(k.encode(), v.encode()) for k, v in headers])[0]["status"]
+
+    right_key, right_bearer = ("x-api-key", "s3cret"), ("authorization", "Bearer s3cret")
+    assert status(right_key) == 200 and status(right_bearer) == 200 and status(right_key, right_bearer) == 200
+    assert status(right_key, ("authorization", "Bearer wrong")) == 401
+    assert status(("x-api-key", "wrong"), right_bearer) == 401
+    assert status(("x-api-key", ""), right_bearer) == 401  # an empty key sent is a wrong key, not no key
+    assert status() == 401

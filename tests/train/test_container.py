@@ -160,6 +160,36 @@ def test_channels_and_output_must_be_s3_uris(capsys, flag):
     assert f"argument {flag}: expected an S3 URI, s3://BUCKET/prefix" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--role", "MyRole", "expected an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME, got 'MyRole'"),
+        ("--image", "radreport train", "expected an image URI, e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG"),
+        ("--instance-type", "p3.16xlarge", "expected a SageMaker instance type, e.g. ml.p3.16xlarge"),
+    ],
+)
+def test_aws_values_sagemaker_would_refuse_after_submission_are_refused_here(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as e:
+        sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", flag, value])
+    assert e.value.code == 2 and f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+def test_real_aws_values_pass_and_placeholders_only_make_a_dry_run(capsys):
+    real = ["--role", "arn:aws:iam::123456789012:role/service-role/SageMaker-Exec", "--instance-type", "ml.g5.48xlarge"]
+    real += ["--image", "123456789012.dkr.ecr.us-east-1.amazonaws.com/radreport-train:2026-12-01"]
+    config = ["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml"]
+    assert sagemaker_main([*config, "--dry-run", *real]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert (
+        request["role"] == real[1] and request["instance_type"] == "ml.g5.48xlarge" and request["image_uri"] == real[5]
+    )
+    # a submission with the defaults' placeholders is refused before the SDK is imported, naming every one
+    assert run(sagemaker_main, [*config, *real[:4]]) == 2
+    assert capsys.readouterr().err == (
+        "error: --image, --train, --output: the default is a placeholder (for --dry-run); give your own to submit\n"
+    )
+
+
 def test_a_job_longer_than_sagemaker_allows_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         sagemaker_main(["--config", "configs/train/flan-t5-xl-p3.16xlarge.yaml", "--dry-run", "--max-run", "2419201"])

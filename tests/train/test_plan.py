@@ -233,6 +233,7 @@ def test_the_readme_command_plans_without_the_data_at_hand(tmp_path):
         (["--memory-gib", "nan"], "argument --memory-gib: expected a finite number, got 'nan'"),
         (["--json", "."], "error: --json: . is an existing directory, expected a file name"),
         (["--deepspeed", "README.md"], "README.md: not valid JSON"),
+        (["--world-size", "16"], "error: --world-size 16: 1 x p3.16xlarge has 8 GPUs (one process each)"),
     ],
 )
 def test_bad_flags_are_refused_before_planning(flag, message):
