@@ -219,9 +219,11 @@ def _build(cls: type[T], data: Any, prefix: str, problems: list[str]) -> T:
         return None  # type: ignore[return-value]
     # Value checks run even beside unknown keys, so every problem shows at once: the dataclass's own check()
     # (which calls range_problems itself, for it is called outside loading too) or, without one, the ranges.
+    # A key whose value was already refused (e.g. `nan`, not a finite number) gets no second line for it.
     check = getattr(obj, "check", None) or (lambda: range_problems(obj))
+    refused = {p.split(":", 1)[0] for p in problems}
     try:
-        problems.extend(f"{prefix}{p}" for p in check())
+        problems.extend(f"{prefix}{p}" for p in check() if f"{prefix}{p}".split(":", 1)[0] not in refused)
     except TypeError:  # a value of the wrong type, already recorded
         pass
     return obj

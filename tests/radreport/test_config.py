@@ -160,6 +160,12 @@ def test_ranges_are_read_from_the_annotations_with_one_message_form():
     assert range_problems(Ranged(top_p=float("nan"))) == ["top_p: must be in (0, 1]"]
 
 
+def test_a_value_refused_for_its_type_is_not_refused_again_for_its_range():
+    with pytest.raises(ConfigError) as e:
+        load_config(Ranged, None, ["share=.nan", "steps=0"])
+    assert e.value.problems == ["share: must be a finite number, got nan", "steps: must be >= 1"]
+
+
 def test_loading_checks_ranges_with_or_without_a_check_method():
     with pytest.raises(ConfigError) as e:
         load_config(Ranged, None, ["steps=0", "share=1"])
