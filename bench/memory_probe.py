@@ -23,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from radreport.cli import positive_int  # noqa: E402  (argparse only: part of the `python` phase)
+
 T0 = time.time()
 RANK = os.environ.get("RANK", "0")
 GIB = 1024**3
@@ -45,8 +47,6 @@ def mark(phase: str) -> None:
 
 
 def main() -> None:
-    from radreport.cli import positive_int  # after the first mark: its imports are part of no phase
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a model directory (bench/model_shapes.py writes one)")
     p.add_argument("--batch", type=positive_int, default=8, help="examples per rank and step")

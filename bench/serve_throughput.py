@@ -145,6 +145,8 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--requests-per-level", type=positive_int, default=48, help="requests sent at each concurrency")
     a = p.parse_args()
+    if not Path(a.model, "config.json").is_file():
+        p.error(f"--model: {a.model} is not a model directory (no config.json)")
     findings = [r.findings for r in load_examples(ROOT / "data/sample/dev1.json")]
     logs = Path("/tmp")
 

@@ -57,12 +57,25 @@ PHRASES = Path(__file__).with_name("phrases.yaml")
 _FRAGMENT = re.compile(r"<([A-Z_]+)>")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice", node.value[i][0].start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_phrases(path: Path = PHRASES) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
     """(mentions, not_mentions, other_findings) of a phrase file, fragments filled in, every regex compiled.
 
     A problem names the file and the entry (`mentions.Edema[2]: ...`), all of them at once."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: {e}") from None
     sections = ("fragments", "mentions", "not_mentions", "other_findings")
@@ -73,6 +86,14 @@ def load_phrases(path: Path = PHRASES) -> tuple[dict[str, list[str]], dict[str, 
     if not isinstance(fragments, dict) or not all(isinstance(v, str) for v in fragments.values()):
         problems.append("fragments: must map NAME to a regular expression")
         fragments = {}
+    for name, text in fragments.items():  # each one a regex by itself, named where it is wrong
+        if _FRAGMENT.search(text):
+            problems.append(f"fragments.{name}: a fragment cannot use another (<{_FRAGMENT.search(text)[1]}>)")
+        else:
+            try:
+                re.compile(text)
+            except re.error as e:
+                problems.append(f"fragments.{name}: not a regular expression: {e}")
 
     def patterns(value, key: str) -> list[str]:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
@@ -100,6 +121,9 @@ def load_phrases(path: Path = PHRASES) -> tuple[dict[str, list[str]], dict[str, 
             if obs not in OBSERVATIONS or obs == "No Finding":  # No Finding is decided from the others
                 problems.append(f"{section}.{obs}: not one of the CheXpert observations a text mentions")
         tables[section] = {obs: patterns(v, f"{section}.{obs}") for obs, v in table.items()}
+    absent = [o for o in OBSERVATIONS if o != "No Finding" and o not in tables["mentions"]]
+    if absent and isinstance(data["mentions"], dict):  # it would never be labelled, and No Finding would say normal
+        problems.append(f"mentions: no entry for {', '.join(absent)}")
     other = patterns(data["other_findings"], "other_findings")
     if problems:
         raise InputError(f"{path}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))

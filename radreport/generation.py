@@ -15,13 +15,13 @@ Every answer depends only on its own request, never on what else is in the batch
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Annotated
 
 import torch
 from annotated_types import Ge, Gt, Le
 
-from radreport.config import NonNegativeInt, PositiveInt, range_problems
+from radreport.config import NonNegativeInt, range_problems
 from radreport.modeling import ModelMeta
 from radreport.prompt import render
 
@@ -32,6 +32,10 @@ SAMPLING_ONLY = ("top_k", "top_p", "temperature", "seed")
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 # The ranges of the contract's numbers, shared with the service's request schema (serve/schemas.py).
 TopP = Annotated[float, Gt(0), Le(1)]
+LengthPenalty = Annotated[float, Ge(-5), Le(5)]  # an exponent of the length: beyond it, scores overflow
+# Far beyond any use (a server's own limits are lower); they stop numbers that overflow the libraries' int64.
+Beams = Annotated[int, Ge(1), Le(1024)]
+NewTokens = Annotated[int, Ge(1), Le(65536)]
 Temperature = Annotated[float, Ge(MIN_TEMPERATURE), Le(MAX_TEMPERATURE)]  # below: logits / t overflow to inf
 Seed = Annotated[int, Ge(0), Le(2**63 - 1)]
 
@@ -45,13 +49,13 @@ class GenerationParams:
     call. Server limits (how many beams a request may ask for) live in the serve config, not here.
     """
 
-    num_beams: PositiveInt = 4
+    num_beams: Beams = 4
     """Beam width; 1 is greedy search (or plain sampling with do_sample)."""
-    max_new_tokens: PositiveInt = 128
+    max_new_tokens: NewTokens = 128
     """Tokens generated at most, the closing </s> included."""
-    num_return_sequences: PositiveInt = 1
+    num_return_sequences: Beams = 1
     """Candidates returned, best first; at most num_beams, except for sampling with num_beams 1 (independent draws)."""
-    length_penalty: float = 1.0
+    length_penalty: LengthPenalty = 1.0
     """Scores are sum(log p) / length**length_penalty, for every search; > 1 favours longer impressions."""
     no_repeat_ngram_size: NonNegativeInt = 0
     """Forbid repeating any n-gram of this size (0: off)."""
@@ -175,9 +179,10 @@ def generation_config_problems(values: dict) -> list[str]:
         g = GenerationConfig(**values)  # its own checks, e.g. max_new_tokens > 0
     except (TypeError, ValueError) as e:
         return [str(e).strip().splitlines()[0]]
-    if values.get("num_beams") == 0:  # read as 1 below (transformers' unset value); written, it is a mistake
-        return ["num_beams: must be >= 1"]
-    return params_from_config(g).check()
+    params = params_from_config(g)
+    if values.get("num_beams") == 0:  # read as 1 (transformers' unset value); written, it is a mistake
+        params = replace(params, num_beams=0)
+    return params.check()
 
 
 def encode(

@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from annotated_types import Ge, Gt, Lt
+from annotated_types import Ge, Gt, Le, Lt
 
 from radreport.config import Fraction, NonNegativeInt, PositiveInt, from_dict, load_config, range_problems
 from radreport.errors import InputError
 from radreport.prompt import DEFAULT_TEMPLATE, check_template
 
 META_FILE = "radreport.json"
+# Token limits of a prompt and an impression: training's (data.max_*_tokens) and a model directory's (radreport.json).
+SourceTokens = Annotated[int, Ge(8)]
+TargetTokens = Annotated[int, Ge(2)]
 GENERATION_FILE = "generation_config.json"
 
 
@@ -33,12 +36,12 @@ class ModelMeta:
     """What a model directory says about how it expects to be called."""
 
     prompt_template: str = DEFAULT_TEMPLATE
-    max_source_tokens: int = 512
-    max_target_tokens: int = 128
+    max_source_tokens: SourceTokens = 512
+    max_target_tokens: TargetTokens = 128
     trained_by: str = ""
 
     def check(self) -> list[str]:
-        errors = []
+        errors = range_problems(self)
         try:
             check_template(self.prompt_template)
         except ValueError as e:
@@ -333,8 +336,10 @@ class TokenizerSpec:
     """SentencePiece unigram training settings."""
 
     vocab_size: Annotated[int, Ge(100)] = 2000
-    character_coverage: float = 1.0
-    extra_ids: int = 0
+    character_coverage: Annotated[float, Ge(0.98), Le(1)] = 1.0
+    """Share of the corpus's characters the vocabulary covers (SentencePiece's unigram trainer takes 0.98-1)."""
+    extra_ids: Annotated[int, Ge(0), Le(1000)] = 0
+    """T5's <extra_id_N> sentinel tokens (flan-t5 has 100; fine-tuning on impressions uses none)."""
 
 
 @dataclass(frozen=True)

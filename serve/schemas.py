@@ -4,7 +4,7 @@ Types are strict: `true` is not a number of beams and `"4"` is not a number (a c
 bug we should not hide). Unknown parameters are refused, never ignored. Values that depend on each other or
 on the model's defaults (num_return_sequences vs num_beams, sampling-only values) are checked by
 radreport.generation.GenerationParams.check(), the decoding contract itself, whose field types (and so ranges)
-these fields share. Bounds written here (length_penalty, no_repeat_ngram_size) are the edge's alone.
+these fields share. The bound written here (no_repeat_ngram_size <= 64) is the edge's alone.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from radreport.config import NonNegativeInt, PositiveInt
-from radreport.generation import Seed, Temperature, TopP
+from radreport.generation import LengthPenalty, Seed, Temperature, TopP
 from radreport.prompt import findings_from_prompt
 from radreport.schema import text_problem
 
@@ -35,8 +35,8 @@ class GenerationFields(BaseModel):
     num_return_sequences: PositiveInt | None = Field(
         default=None, description="Candidates returned, best first. At most the server's max_return_sequences."
     )
-    length_penalty: float | None = Field(
-        default=None, ge=-5.0, le=5.0, allow_inf_nan=False, description="Scores are sum(log p) / length**this."
+    length_penalty: LengthPenalty | None = Field(
+        default=None, allow_inf_nan=False, description="Scores are sum(log p) / length**this."
     )
     no_repeat_ngram_size: NonNegativeInt | None = Field(
         default=None, le=64, description="No n-gram of this size twice."
@@ -71,7 +71,7 @@ class ImpressionRequest(GenerationFields):
         """Text a data file could hold (no NUL, no lone surrogate: refused there too), and findings that are
         findings: a client that sent the whole prompt gets it unwrapped, as /invocations does."""
         if v is not None and (problem := text_problem(v)):
-            raise ValueError(f"{info.field_name} {problem}")
+            raise ValueError(problem)  # shown as `findings: holds a NUL character (at character 12)`
         if info.field_name == "findings" and not findings_from_prompt(v):
             raise ValueError(EMPTY_FINDINGS)
         return v
@@ -120,7 +120,7 @@ class InvocationsRequest(GenerationFields):
         for i, text in enumerate(items):
             where = "" if isinstance(v, str) else f" (input {i})"
             if problem := text_problem(text):
-                raise ValueError(f"text_inputs{where} {problem}")
+                raise ValueError(f"input {i} {problem}" if where else problem)
             if not findings_from_prompt(text):  # a prompt that is only the instruction has no findings either
                 raise ValueError(f"{EMPTY_FINDINGS}{where}")
         return v

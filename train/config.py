@@ -24,7 +24,8 @@ from radreport.config import (
     range_problems,
     read_config,
 )
-from radreport.generation import GenerationParams
+from radreport.generation import Beams, GenerationParams, NewTokens
+from radreport.modeling import SourceTokens, TargetTokens
 from radreport.paths import same_file
 from radreport.prompt import TEMPLATES
 
@@ -57,9 +58,9 @@ class DataConfig:
     """Share of train held out for validation when `validation` is empty; it must hold out at least one row."""
     prompt_template: str = "instruction"
     """Name in radreport.prompt.TEMPLATES; recorded in the exported model so serving uses the same."""
-    max_source_tokens: Annotated[int, Ge(8)] = 512
+    max_source_tokens: SourceTokens = 512
     """Prompt tokens kept (longer prompts are truncated)."""
-    max_target_tokens: Annotated[int, Ge(2)] = 128
+    max_target_tokens: TargetTokens = 128
     """Impression tokens trained on (longer targets are truncated)."""
     skip_bad_rows: bool = False
     """Drop rows that break the schema (and report how many and why) instead of stopping."""
@@ -136,9 +137,9 @@ class OptimConfig:
 class EvalConfig:
     rouge_samples: NonNegativeInt = 64
     """Validation rows (a fixed sample) scored with ROUGE after beam search each epoch; 0 skips it."""
-    num_beams: PositiveInt = 4
+    num_beams: Beams = 4
     """Beam width of the validation beam search."""
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: NewTokens = 64
     """Tokens generated at most per validation row."""
     generation_batch_size: PositiveInt = 4
     """Validation rows per process in one beam search (its memory is num_beams x this x the longest input's

@@ -295,13 +295,14 @@ def test_a_bad_vocabulary_names_every_entry_that_is_wrong(tmp_path):
     with pytest.raises(InputError) as e:
         load_phrases(path)
     message = str(e.value)
-    assert message.startswith(f"{path}: 5 problem(s)")
+    assert message.startswith(f"{path}: 6 problem(s)")
     for needle in (
         "mentions.Edema[1]: not a regular expression: missing ), unterminated subpattern",
         "mentions.Edema[2]: no fragment named NOPE",
         "mentions.No Finding: not one of the CheXpert observations a text mentions",
         "mentions.Edemaa: not one of the CheXpert observations a text mentions",
         "other_findings: must be a list of non-empty regular expressions",
+        "mentions: no entry for Atelectasis, Cardiomegaly,",
     ):
         assert needle in message, message
 
@@ -320,3 +321,26 @@ def test_a_vocabulary_file_that_is_not_one_is_refused_by_name(tmp_path, text, pr
     with pytest.raises(InputError, match=re.escape(f"{path}: ")) as e:
         load_phrases(path)
     assert problem in str(e.value)
+
+
+def test_a_vocabulary_that_would_label_less_than_it_says_is_refused(tmp_path):
+    mentions = yaml.safe_load(PHRASES.read_text())["mentions"]
+    del mentions["Edema"]  # every edema would go unlabelled, and the report would count as normal
+    fragments = {"GAP": "(?:[\\w-]+\\s+){0,4}?", "HEART": "heart <GAP>", "BROKEN": "(?:unclosed"}
+    path = write_phrases(tmp_path, mentions=mentions, fragments=fragments)
+    with pytest.raises(InputError) as e:
+        load_phrases(path)
+    for needle in (
+        "fragments.HEART: a fragment cannot use another (<GAP>)",
+        "fragments.BROKEN: not a regular expression: missing ), unterminated subpattern",
+        "mentions: no entry for Edema",
+    ):
+        assert needle in str(e.value), str(e.value)
+
+
+def test_a_key_given_twice_in_the_vocabulary_is_refused_with_its_line(tmp_path):
+    text = PHRASES.read_text().replace("  Fracture:\n", "  Edema:\n    - 'oedema'\n  Fracture:\n", 1)
+    path = tmp_path / "phrases.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=r"'Edema' is given twice\n  in \"<unicode string>\", line \d+"):
+        load_phrases(path)

@@ -170,7 +170,7 @@ def test_long_input_is_cut_at_max_source_tokens_keeping_eos(trained):
         (GenerationParams(do_sample=True, temperature=0.0), "temperature: must be in [0.01, 100.0]"),
         (GenerationParams(do_sample=True, temperature=5e-324), "temperature: must be in [0.01, 100.0]"),
         (GenerationParams(do_sample=True, top_p=1.5), "top_p: must be in (0, 1]"),
-        (GenerationParams(num_beams=0), "num_beams: must be >= 1"),
+        (GenerationParams(num_beams=0), "num_beams: must be in [1, 1024]"),
     ],
 )
 def test_check_names_every_value_that_would_be_ignored_or_is_out_of_range(params, problem):
@@ -214,3 +214,18 @@ def test_turning_sampling_off_drops_the_models_sampling_defaults():
     assert p.check() == [] and (p.temperature, p.top_k, p.seed) == (1.0, 50, None)
     assert params_from_model(Holder(), do_sample=False, temperature=0.5).check()[0].startswith("temperature")
     assert params_from_model(Holder()).temperature == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"length_penalty": 1e308}, "length_penalty: must be in [-5, 5]"),  # length**1e308 overflowed mid-predict
+        ({"length_penalty": float("nan")}, "length_penalty: must be in [-5, 5]"),
+        ({"num_beams": 10**20}, "num_beams: must be in [1, 1024]"),  # past int64: transformers' own error
+        ({"max_new_tokens": 10**6}, "max_new_tokens: must be in [1, 65536]"),
+    ],
+)
+def test_generation_config_values_the_libraries_cannot_take_are_refused_before_loading(values, problem):
+    from radreport.generation import generation_config_problems
+
+    assert problem in generation_config_problems({"decoder_start_token_id": 0, **values})

@@ -48,7 +48,7 @@ def test_good_directory_loads(model_copy):
             lambda d: set_generation(d, max_new_tokens=0),
             "generation_config.json: `max_new_tokens` must be greater than 0",
         ),
-        (lambda d: set_generation(d, num_beams=0), "generation_config.json: num_beams: must be >= 1"),
+        (lambda d: set_generation(d, num_beams=0), r"generation_config.json: num_beams: must be in \[1, 1024\]"),
         (lambda d: set_generation(d, do_sample=True, top_p=5), r"generation_config.json: top_p: must be in \(0, 1\]"),
         # generate() takes the special ids from this file alone
         (lambda d: (d / "generation_config.json").write_text("{}"), "decoder_start_token_id: missing"),

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from safetensors.torch import load_file
 
 from radreport.build_tiny import tokenizer_corpus
 from radreport.config import ConfigError, load_config
+from radreport.errors import InputError
 from radreport.modeling import (
     HeadTyingError,
     ModelMeta,
@@ -118,3 +120,30 @@ def test_tiny_spec_t5_section_is_typed(tmp_path, line, message):
     with pytest.raises(ConfigError, match="spec.yaml: ") as e:
         load_config(TinyModelSpec, spec)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "meta, problem",
+    [
+        ({"max_source_tokens": 0}, "max_source_tokens: must be >= 8"),  # as data.max_source_tokens: one range
+        ({"max_target_tokens": -4}, "max_target_tokens: must be >= 2"),
+    ],
+)
+def test_a_model_directorys_token_limits_have_training_s_ranges(tmp_path, meta, problem):
+    (tmp_path / "radreport.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'radreport.json'}: {problem}")):
+        read_meta(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override, problem",
+    [
+        ("tokenizer.character_coverage=5.0", "tokenizer.character_coverage: must be in [0.98, 1]"),
+        ("tokenizer.extra_ids=-5", "tokenizer.extra_ids: must be in [0, 1000]"),
+    ],
+)
+def test_tokenizer_settings_sentencepiece_would_refuse_mid_build_are_refused_at_load(override, problem):
+    from radreport.modeling import TinyModelSpec
+
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(TinyModelSpec, ROOT / "configs/model/tiny-t5.yaml", [override])
