@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from radreport.config import load_yaml
 from radreport.errors import InputError
 
 OBSERVATIONS = (
@@ -57,25 +58,12 @@ PHRASES = Path(__file__).with_name("phrases.yaml")
 _FRAGMENT = re.compile(r"<([A-Z_]+)>")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        for i, key in enumerate(keys):
-            if key in keys[:i]:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice", node.value[i][0].start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_phrases(path: Path = PHRASES) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
     """(mentions, not_mentions, other_findings) of a phrase file, fragments filled in, every regex compiled.
 
     A problem names the file and the entry (`mentions.Edema[2]: ...`), all of them at once."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: {e}") from None
     sections = ("fragments", "mentions", "not_mentions", "other_findings")

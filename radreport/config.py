@@ -19,6 +19,7 @@ import operator
 import re
 import types
 import typing
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -48,6 +49,32 @@ class ConfigError(InputError):
             super().__init__(f"{source}: {problems[0]}")
         else:
             super().__init__(f"{source}: {len(problems)} problems\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key written twice in one mapping (PyYAML keeps the last one without a word:
+    `epochs: 3` ... `epochs: 1` would train 1 epoch). A `<<:` merge's keys may be overridden, as YAML says."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it itself
+            if key in seen:
+                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=UniqueKeyLoader)
 
 
 def _bounds(tp: Any) -> list:
@@ -246,7 +273,7 @@ def read_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         if not p.is_file():
             raise ConfigError(source, [f"config file not found: {p}"])
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+            data = load_yaml(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(source, ["not UTF-8 text"]) from None
         except yaml.YAMLError as e:

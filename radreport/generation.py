@@ -77,7 +77,8 @@ class GenerationParams:
     def check(self) -> list[str]:
         """Every problem, each naming its field; a value that would be silently ignored is one."""
         errors = range_problems(self)
-        if 1 <= self.num_beams < self.num_return_sequences and not (self.do_sample and self.num_beams == 1):
+        in_range = not {e.split(":")[0] for e in errors} & {"num_beams", "num_return_sequences"}  # else one line each
+        if in_range and self.num_beams < self.num_return_sequences and not (self.do_sample and self.num_beams == 1):
             errors.append("num_return_sequences: must not exceed num_beams (except for sampling with num_beams 1)")
         if not self.do_sample:
             default = GenerationParams()

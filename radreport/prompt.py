@@ -31,15 +31,26 @@ def render(findings: str, template: str = DEFAULT_TEMPLATE, background: str = ""
     return TEMPLATES[template].format(findings=findings.strip(), background=(background or "none").strip())
 
 
-def findings_from_prompt(text: str) -> str:
-    """A client that already wrapped findings in the instruction (the reference's notebook does) gets
-    the findings back, so the template is not applied twice; any other text is taken as findings.
-    A prompt that is only the instruction gives "" (no findings), never the instruction itself."""
+INSTRUCTION = TEMPLATES["instruction"].split(" Findings:", 1)[0]
+
+
+def split_prompt(text: str) -> tuple[str, str]:
+    """(findings, background) of a text a client may already have wrapped in one of our templates (the
+    reference's notebook sends the whole prompt), so the template is not applied twice; any other text is
+    findings, whole. Read as the templates lay it out: the instruction, then `Findings: ...` or
+    `Background: ... Findings: ...`; a "Findings:" anywhere else is the findings' own text. A prompt that is
+    only the instruction gives no findings (""), never the instruction itself."""
     text = text.strip()
-    instruction = TEMPLATES["instruction"].split("Findings:", 1)[0].strip()
-    if not text.startswith(instruction):
-        return text
-    rest = text[len(instruction) :].strip()
-    if "Findings:" in rest:
-        return rest.split("Findings:", 1)[1].strip()
-    return "" if rest.startswith("Background:") else rest
+    if not text.startswith(INSTRUCTION):
+        return text, ""
+    rest = text[len(INSTRUCTION) :].strip()
+    if rest.startswith("Findings:"):
+        return rest[len("Findings:") :].strip(), ""
+    if rest.startswith("Background:"):
+        background, found, findings = rest[len("Background:") :].partition(" Findings:")
+        return (findings.strip(), background.strip()) if found else ("", background.strip())
+    return rest, ""
+
+
+def findings_from_prompt(text: str) -> str:
+    return split_prompt(text)[0]

@@ -100,7 +100,7 @@ def _loads(text: str):
 
 def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected an object with fields {list(FIELDS)}, got {type(row).__name__}")
+        raise DataError(f"{where}: expected an object with fields {list(FIELDS)}, got {_json_type(row)}")
     repeated = [k for k in getattr(row, "repeated", ()) if k in FIELDS]
     if repeated:  # two findings (or ids) in one row: which one the writer meant is not ours to guess
         raise DataError(f"{where}: field '{repeated[0]}' is given twice")
@@ -119,7 +119,7 @@ def _row_to_example(row: object, where: str, require_ids: bool) -> Example:
         is_id = name in IDS and isinstance(value, int) and not isinstance(value, bool)
         if not isinstance(value, str) and not is_id:
             if name in IDS:  # an id may be a JSON integer; 1.5 or 1e3 is no id
-                got = json.dumps(value) if isinstance(value, float) else _json_type(value)
+                got = f"a number ({json.dumps(value)})" if isinstance(value, float) else _json_type(value)
                 raise DataError(f"{where}: field '{name}' must be a string or a whole number, got {got}")
             raise DataError(f"{where}: field '{name}' must be a string, got {_json_type(value)}")
         text = str(value)
@@ -152,7 +152,7 @@ def _iter_rows(path: Path, text: str):
         except (ValueError, RecursionError) as e:  # nesting deeper than Python's stack, a number of 4,300+ digits
             raise DataError(f"{path}: unreadable JSON ({_json_failure(e)})") from None
         if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+            raise DataError(f"{path}: expected a JSON list of rows, got {_json_type(rows)}")
         for i, row in enumerate(rows):
             yield f"{path}[{i}]", row
     elif suffix == ".jsonl":
@@ -178,12 +178,29 @@ def _json_failure(e: Exception) -> str:
     return str(e).split(";")[0]  # int's digit limit names a Python setting the user cannot pass us
 
 
+def _check_quotes_close(path: Path, text: str) -> None:
+    """A quote opened and never closed makes one field of the rest of the file, and the row then lacks its
+    other columns: name the line where that row starts instead. Only that: the reader stays lenient about the
+    rest (`"a" ,b` reads as `a `), as spreadsheets are."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    start = 1  # the line the next record starts on (csv.reader yields blank lines as [] too)
+    try:
+        for _ in reader:
+            start = reader.line_num + 1
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise DataError(f"{path}:{start}: a quoted field of this row is never closed") from None
+        if "field larger than field limit" in str(e):
+            return  # named by the reading itself, with its line
+        # another strict complaint (text after a closing quote): lenient reading decides; an unclosed quote later
+        # in such a file is read as before (a short row)
+
+
 def _iter_csv(path: Path, text: str):
     previous = csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide: set for this read only
     try:
-        # strict: a quote opened and never closed is an error, not a field that swallows the rest of the file
-        reader = csv.DictReader(io.StringIO(text), strict=True)
-        row_start = 2  # the line the next row starts on
+        _check_quotes_close(path, text)
+        reader = csv.DictReader(io.StringIO(text))
         try:
             header = reader.fieldnames or []
         except csv.Error as e:
@@ -205,10 +222,8 @@ def _iter_csv(path: Path, text: str):
                     raise DataError(
                         f"{path}:{line}: CSV field longer than {CSV_FIELD_LIMIT:,} characters (an unclosed quote?)"
                     ) from None
-                if "unexpected end of data" in str(e):
-                    raise DataError(f"{path}:{row_start}: a quoted field of this row is never closed") from None
                 raise DataError(f"{path}:{line}: unreadable CSV ({e})") from None
-            lineno, row_start = reader.line_num, reader.line_num + 1
+            lineno = reader.line_num
             row = {k: v for k, v in row.items() if k is not None}
             row.setdefault("study_id", str(lineno))
             if not row.get("study_id"):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from radreport.config import NonNegativeFloat, PositiveFloat, PositiveInt, range_problems
+from radreport.generation import Beams, NewTokens
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,11 @@ class ServeConfig:
     """Request bodies over this get 413."""
     truncate_long_input: bool = True
     """Findings longer than the model's input: truncate and flag `truncated` (true), or answer 422 (false)."""
-    max_num_beams: PositiveInt = 16
+    max_num_beams: Beams = 16
     """Beams one request may ask for (the reference's client asks for 10)."""
-    max_new_tokens_limit: PositiveInt = 256
+    max_new_tokens_limit: NewTokens = 256
     """Tokens one request may ask to generate (max_new_tokens, or max_length on /invocations)."""
-    max_return_sequences: PositiveInt = 8
+    max_return_sequences: Beams = 8
     """Candidates one request may ask for."""
     api_key: str = ""
     """When set, every route but /healthz, /readyz, /ping and /metrics needs `Authorization: Bearer KEY` or

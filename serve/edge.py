@@ -33,21 +33,29 @@ ROUTES = frozenset({*JSON_ROUTES, *OPEN_PATHS})
 CLOSE = {"Connection": "close"}
 
 
-def given_keys(headers: dict) -> list[str]:
-    """The keys a request carries: `X-API-Key: KEY` and/or `Authorization: Bearer KEY` with the scheme in any
-    case (auth schemes are case-insensitive, RFC 7235: `bearer KEY` is the same header)."""
-    keys = [headers["x-api-key"]] if "x-api-key" in headers else []
-    if "authorization" in headers:
-        scheme, _, credentials = headers["authorization"].strip().partition(" ")
-        keys.append(credentials.strip() if scheme.lower() == "bearer" else headers["authorization"])
+def given_keys(raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The keys a request carries, every copy of each header: `X-API-Key: KEY`, `Authorization: Bearer KEY` with
+    the scheme in any case (auth schemes are case-insensitive, RFC 7235), or a bare `Authorization: KEY`. Another
+    scheme (`Basic ...`, e.g. added by a proxy) carries no key of ours."""
+    keys = []
+    for name, value in raw_headers:
+        name = name.lower()
+        if name == b"x-api-key":
+            keys.append(value)
+        elif name == b"authorization":
+            scheme, space, credentials = value.strip().partition(b" ")
+            if not space:
+                keys.append(scheme)
+            elif scheme.lower() == b"bearer":
+                keys.append(credentials.strip())
     return keys
 
 
-def key_is_right(headers: dict, key: bytes) -> bool:
-    """Every key the request sends is the right one: a right X-API-Key beside a wrong Authorization is refused,
-    not decided by which header we happen to read first. Compared in constant time."""
-    keys = given_keys(headers)
-    return bool(keys) and all(hmac.compare_digest(k.encode(), key) for k in keys)
+def key_is_right(raw_headers: list[tuple[bytes, bytes]], key: bytes) -> bool:
+    """Every key the request sends is the right one: a right key beside a wrong one (another header, or the same
+    header twice) is refused, not decided by which copy is read first. Compared in constant time."""
+    keys = given_keys(raw_headers)
+    return bool(keys) and all(hmac.compare_digest(k, key) for k in keys)
 
 
 def is_json(content_type: str) -> bool:
@@ -120,7 +128,7 @@ class EdgeMiddleware:
         if self.service.phase == "draining" and path not in OPEN_PATHS:
             return await reply(503, "not_ready", "server is shutting down", **{"Retry-After": "5"})
         if self.key and path not in OPEN_PATHS:
-            if not key_is_right(headers, self.key):
+            if not key_is_right(scope["headers"], self.key):
                 return await reply(401, "unauthorized", "missing or wrong API key")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)

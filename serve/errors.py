@@ -95,7 +95,12 @@ def validation_message(error: dict, known_fields: list[str]) -> tuple[int, str, 
     kind = error.get("type", "")
     if kind == "json_invalid":
         detail = (error.get("ctx") or {}).get("error", "")
-        return 400, "invalid_json", "body", f"body: not valid JSON ({detail} at character {loc[0] if loc else '?'})"
+        return (
+            400,
+            "invalid_json",
+            "body",
+            f"body: not valid JSON ({detail.removesuffix(' at')} at character {loc[0] if loc else '?'})",
+        )
     field = ".".join(loc) or "body"
     if kind == "model_attributes_type" and field == "body":  # JSON, but not an object (the edge saw it was JSON)
         got = json.dumps(error.get("input"), default=str)[:80]

@@ -72,7 +72,8 @@ def generation_routes(served: ServedModel, config: ServeConfig, service) -> APIR
     async def impression(body: ImpressionRequest, request: Request) -> ImpressionResponse:
         """Findings in, impression out, with every candidate and its score."""
         p = params_for(body.generation_values(), body.max_new_tokens, "max_new_tokens")
-        (g,) = await run(request, [body.findings_text()], [body.background or ""], p, "findings")
+        findings, background = body.prompt_parts()
+        (g,) = await run(request, [findings], [background], p, "findings")
         return ImpressionResponse(
             impression=g.candidates[0][0],
             candidates=[Candidate(text=t, score=s) for t, s in g.candidates],
@@ -85,8 +86,8 @@ def generation_routes(served: ServedModel, config: ServeConfig, service) -> APIR
     async def invocations(body: InvocationsRequest, request: Request) -> InvocationsResponse:
         """SageMaker hosting / JumpStart text2text: a prompt that already holds the instruction is unwrapped."""
         p = params_for(body.generation_values(), body.max_length, "max_length")
-        findings = body.findings()
-        outs = await run(request, findings, [""] * len(findings), p, "text_inputs")
+        findings, backgrounds = zip(*body.prompt_parts(), strict=True)
+        outs = await run(request, list(findings), list(backgrounds), p, "text_inputs")
         texts = [[t for t, _ in g.candidates] for g in outs]
         if isinstance(body.text_inputs, str):
             return InvocationsResponse(generated_texts=texts[0])

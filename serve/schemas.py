@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from radreport.config import NonNegativeInt, PositiveInt
 from radreport.generation import LengthPenalty, Seed, Temperature, TopP
-from radreport.prompt import findings_from_prompt
+from radreport.prompt import findings_from_prompt, split_prompt
 from radreport.schema import text_problem
 
 EMPTY_FINDINGS = "findings is empty or whitespace"
@@ -74,10 +74,14 @@ class ImpressionRequest(GenerationFields):
             raise ValueError(problem)  # shown as `findings: holds a NUL character (at character 12)`
         if info.field_name == "findings" and not findings_from_prompt(v):
             raise ValueError(EMPTY_FINDINGS)
+        if info.field_name == "background" and v is not None and split_prompt(info.data.get("findings", ""))[1]:
+            raise ValueError("given twice: here and in the prompt sent as findings")
         return v
 
-    def findings_text(self) -> str:
-        return findings_from_prompt(self.findings)
+    def prompt_parts(self) -> tuple[str, str]:
+        """(findings, background): a whole prompt sent as findings is unwrapped, its background kept."""
+        findings, background = split_prompt(self.findings)
+        return findings, self.background or background
 
 
 class Candidate(BaseModel):
@@ -125,9 +129,10 @@ class InvocationsRequest(GenerationFields):
                 raise ValueError(f"{EMPTY_FINDINGS}{where}")
         return v
 
-    def findings(self) -> list[str]:
+    def prompt_parts(self) -> list[tuple[str, str]]:
+        """(findings, background) of each input: prompts unwrapped, their backgrounds kept."""
         items = [self.text_inputs] if isinstance(self.text_inputs, str) else self.text_inputs
-        return [findings_from_prompt(t) for t in items]
+        return [split_prompt(t) for t in items]
 
 
 class InvocationsResponse(BaseModel):

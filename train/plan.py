@@ -73,7 +73,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from radreport.cli import fraction, non_negative_float, non_negative_int, positive_int, run
-from radreport.config import load_config
+from radreport.config import load_config, load_yaml
 from radreport.errors import InputError
 from radreport.paths import not_an_input, output_file
 from train.config import TrainConfig
@@ -316,7 +316,12 @@ def deepspeed_json_of(accelerate_config: str | Path) -> str:
     p = Path(accelerate_config)
     if not p.is_file():
         raise InputError(f"{accelerate_config}: accelerate config not found")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = load_yaml(p.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(f"{accelerate_config}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{accelerate_config}: expected a mapping of accelerate settings")
     name = (data.get("deepspeed_config") or {}).get("deepspeed_config_file")
     if not name:
         raise InputError(f"{accelerate_config}: names no deepspeed_config_file")

@@ -80,14 +80,18 @@ def s3_uri(text: str) -> str:
     return text
 
 
-PLACEHOLDER = re.compile(r"<[a-z-]+>")  # in the defaults: --dry-run shows a request before any AWS value is at hand
+# The defaults of --image and --role, and the <bucket> of the S3 defaults: --dry-run shows a request before any AWS
+# value is at hand; a submission that still holds one is refused.
+IMAGE_PLACEHOLDER = "<account>.dkr.ecr.<region>.amazonaws.com/radreport-train:latest"
+ROLE_PLACEHOLDER = "<sagemaker-execution-role-arn>"
+PLACEHOLDER = re.compile(r"<[a-z-]+>")
 
 
-def _checked(what: str, pattern: str):
+def _checked(what: str, pattern: str, placeholder: str = ""):
     """An argparse type for a value SageMaker would refuse only after the job request is sent."""
 
     def check(text: str) -> str:
-        if not re.fullmatch(pattern, text) and not PLACEHOLDER.search(text):
+        if not re.fullmatch(pattern, text) and text != placeholder:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return text
 
@@ -95,11 +99,14 @@ def _checked(what: str, pattern: str):
 
 
 role_arn = _checked(
-    "an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME", r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}"
+    "an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME",
+    r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}",
+    ROLE_PLACEHOLDER,
 )
 image_uri = _checked(
     "an image URI, e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME:TAG",
     r"[a-z0-9.-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w.-]{1,128}|@sha256:[0-9a-f]{64})?",
+    IMAGE_PLACEHOLDER,
 )
 instance_type = _checked("a SageMaker instance type, e.g. ml.p3.16xlarge", r"ml\.[a-z0-9-]+\.[a-z0-9]+")
 
@@ -170,8 +177,8 @@ def build_request(a) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.sagemaker", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True)
-    p.add_argument("--image", type=image_uri, default="<account>.dkr.ecr.<region>.amazonaws.com/radreport-train:latest")
-    p.add_argument("--role", type=role_arn, default="<sagemaker-execution-role-arn>")
+    p.add_argument("--image", type=image_uri, default=IMAGE_PLACEHOLDER)
+    p.add_argument("--role", type=role_arn, default=ROLE_PLACEHOLDER)
     p.add_argument("--train", type=s3_uri, default="s3://<bucket>/mediqa/train.json")
     p.add_argument("--validation", type=s3_uri, default="")
     p.add_argument(
@@ -201,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         print(json.dumps(request, indent=2))
         return 0
-    unset = [flag for flag in ("--image", "--role", "--train", "--output") if PLACEHOLDER.search(getattr(a, flag[2:]))]
+    flags = ("--image", "--role", "--train", "--validation", "--model", "--output")
+    unset = [flag for flag in flags if PLACEHOLDER.search(getattr(a, flag[2:]))]
     if unset:
-        raise InputError(f"{', '.join(unset)}: the default is a placeholder (for --dry-run); give your own to submit")
+        raise InputError(f"{', '.join(unset)}: a placeholder (<...>), for --dry-run only; give your own to submit")
     try:
         from sagemaker.estimator import Estimator
     except ImportError:

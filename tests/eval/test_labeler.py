@@ -342,5 +342,12 @@ def test_a_key_given_twice_in_the_vocabulary_is_refused_with_its_line(tmp_path):
     text = PHRASES.read_text().replace("  Fracture:\n", "  Edema:\n    - 'oedema'\n  Fracture:\n", 1)
     path = tmp_path / "phrases.yaml"
     path.write_text(text)
-    with pytest.raises(InputError, match=r"'Edema' is given twice\n  in \"<unicode string>\", line \d+"):
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}: line \d+: 'Edema' is given twice$"):
         load_phrases(path)
+
+
+def test_yaml_merge_keys_work_in_the_vocabulary(tmp_path):
+    text = PHRASES.read_text().replace("fragments:\n", "fragments:\n  <<: {EXTRA: 'x'}\n", 1)
+    path = tmp_path / "phrases.yaml"
+    path.write_text(text)
+    assert load_phrases(path) == load_phrases()

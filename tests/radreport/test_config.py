@@ -1,10 +1,19 @@
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import pytest
 from annotated_types import Ge, Interval, Le
 
-from radreport.config import ConfigError, Fraction, PositiveInt, load_config, parse_overrides, range_problems
+from radreport.config import (
+    ConfigError,
+    Fraction,
+    PositiveInt,
+    load_config,
+    parse_overrides,
+    range_problems,
+    read_config,
+)
 
 
 @dataclass(frozen=True)
@@ -186,3 +195,12 @@ def test_the_service_schema_reads_the_same_ranges():
             TypeAdapter(tp).validate_python(bad)
         assert TypeAdapter(tp).validate_python(good) == good
     assert GenerationParams(do_sample=True, top_p=0.0).check() == ["top_p: must be in (0, 1]"]
+
+
+def test_a_key_written_twice_in_yaml_is_refused_with_its_line_and_a_merge_may_override(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\nepochs: 3\noptim:\n  lr: 0.1\nepochs: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{p}: not valid YAML: line 5: 'epochs' is given twice")):
+        load_config(Cfg, p)
+    p.write_text("defaults: &d {epochs: 2}\nrun:\n  <<: *d\n  epochs: 5\n")
+    assert read_config(p)["run"] == {"epochs": 5}  # YAML's merge: the explicit key wins, no duplicate

@@ -229,3 +229,13 @@ def test_generation_config_values_the_libraries_cannot_take_are_refused_before_l
     from radreport.generation import generation_config_problems
 
     assert problem in generation_config_problems({"decoder_start_token_id": 0, **values})
+
+
+def test_out_of_range_beams_are_one_line_not_two():
+    assert GenerationParams(num_return_sequences=1025).check() == ["num_return_sequences: must be in [1, 1024]"]
+
+
+def test_a_server_limit_cannot_exceed_the_contract():
+    from serve.config import ServeConfig
+
+    assert "max_num_beams: must be in [1, 1024]" in ServeConfig(max_num_beams=5000, max_batch_sequences=9000).check()

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -186,7 +187,7 @@ def test_long_csv_fields_load_up_to_the_limit_and_are_refused_beyond_it_naming_t
         (
             "float.jsonl",
             '{"study_id": 1.5, "findings": "a", "impression": "c"}\n',
-            "float.jsonl:1: field 'study_id' must be a string or a whole number, got 1.5",
+            "float.jsonl:1: field 'study_id' must be a string or a whole number, got a number (1.5)",
         ),
         (
             "list.jsonl",
@@ -215,3 +216,29 @@ def test_rows_that_say_two_things_or_never_end_are_refused_by_place(tmp_path, na
 def test_a_repeated_key_outside_the_schema_is_not_our_business(tmp_path):
     (tmp_path / "extra.jsonl").write_text('{"study_id": "1", "findings": "a", "impression": "c", "x": 1, "x": 2}\n')
     assert load_examples(tmp_path / "extra.jsonl")[0].findings == "a"
+
+
+def test_csv_stays_lenient_where_spreadsheets_are_and_names_the_line_an_open_quote_starts_on(tmp_path):
+    (tmp_path / "space.csv").write_text('findings,impression\n"Lungs clear." ,Normal.\n"a ""quoted"" word",b\n')
+    assert [e.findings for e in load_examples(tmp_path / "space.csv")] == ["Lungs clear.", 'a "quoted" word']
+    (tmp_path / "gap.csv").write_text('findings,impression\na,b\n\n\n"never closed,d\ne,f\n')
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'gap.csv'}:5: a quoted field of this row is never")):
+        load_examples(tmp_path / "gap.csv")
+
+
+@pytest.mark.parametrize(
+    "text, got", [('{"rows": []}', "expected a JSON list of rows, got an object"), ("[[1]]", "got a list")]
+)
+def test_json_of_another_shape_is_named_in_json_words(tmp_path, text, got):
+    (tmp_path / "d.json").write_text(text)
+    with pytest.raises(DataError, match=re.escape(got)):
+        load_examples(tmp_path / "d.json")
+
+
+def test_skipped_float_ids_are_counted_as_one_reason(tmp_path):
+    rows = [{"study_id": i + 0.5, "findings": "a", "impression": "b"} for i in range(3)]
+    rows.append({"study_id": "ok", "findings": "a", "impression": "b"})
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    report = LoadReport(str(tmp_path / "d.json"))
+    assert len(load_examples(tmp_path / "d.json", skip_bad=True, report=report)) == 1
+    assert report.skipped == {"field 'study_id' must be a string or a whole number, got a number": 3}

@@ -50,6 +50,19 @@ def test_sagemaker_invocations_and_ping(server, error_shape):
     assert r.json()["generated_texts"][0] == alone.json()["impression"]
     wrapped = post(server, "/impression", {"findings": prompt, "max_new_tokens": 6, "num_beams": 2})
     assert wrapped.json()["impression"] == alone.json()["impression"]  # /impression unwraps a whole prompt too
+    assert wrapped.json()["candidates"] == alone.json()["candidates"]
+    # a "Findings:" that is not the template's is the findings' own text: nothing before it is dropped
+    mention = f"{INSTRUCTION} Heart size normal. Prior Findings: stable."
+    kept = post(server, "/impression", {"findings": mention, "max_new_tokens": 6})
+    tail = post(server, "/impression", {"findings": "stable.", "max_new_tokens": 6})
+    assert kept.json()["usage"]["input_tokens"] > tail.json()["usage"]["input_tokens"] + 4
+    # a background inside the prompt is kept; given as a field as well, it is said twice: 422
+    with_background = f"{INSTRUCTION} Background: chest pain Findings: Lungs are clear."
+    field = post(server, "/impression", {"findings": "Lungs are clear.", "background": "chest pain"})
+    inside = post(server, "/impression", {"findings": with_background})
+    assert inside.json()["candidates"] == field.json()["candidates"] and inside.json()["usage"] == field.json()["usage"]
+    twice = post(server, "/impression", {"findings": with_background, "background": "cough"})
+    assert twice.status_code == 422 and twice.json()["error"]["field"] == "background"
     many = post(server, "/invocations", {"text_inputs": ["Lungs are clear.", "Small effusion."], "max_length": 6})
     assert many.status_code == 200 and len(many.json()["generated_texts"]) == 2
     assert all(isinstance(t, str) and t for t in many.json()["generated_texts"])

@@ -81,3 +81,17 @@ def test_every_key_a_request_sends_must_be_the_key():
     assert status(("x-api-key", "wrong"), right_bearer) == 401
     assert status(("x-api-key", ""), right_bearer) == 401  # an empty key sent is a wrong key, not no key
     assert status() == 401
+
+
+def test_a_key_header_sent_twice_must_carry_the_key_both_times_and_other_schemes_are_not_keys():
+    edge = EdgeMiddleware(ok_app, ServeConfig(api_key="s3cret"), Metrics(), ServiceState(phase="ready"))
+
+    def status(*headers) -> int:
+        return call(edge, headers=[(k.encode(), v.encode()) for k, v in headers])[0]["status"]
+
+    for first, second in [("nope", "s3cret"), ("s3cret", "nope")]:  # either order: refused
+        assert status(("x-api-key", first), ("x-api-key", second)) == 401
+        assert status(("authorization", f"Bearer {first}"), ("authorization", f"Bearer {second}")) == 401
+    assert status(("authorization", "Basic dXNlcjpwdw=="), ("x-api-key", "s3cret")) == 200  # a proxy's own auth
+    assert status(("authorization", "s3cret")) == 200  # a bare key, as before
+    assert status(("authorization", "Basic s3cret")) == 401

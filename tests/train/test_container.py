@@ -186,8 +186,14 @@ def test_real_aws_values_pass_and_placeholders_only_make_a_dry_run(capsys):
     # a submission with the defaults' placeholders is refused before the SDK is imported, naming every one
     assert run(sagemaker_main, [*config, *real[:4]]) == 2
     assert capsys.readouterr().err == (
-        "error: --image, --train, --output: the default is a placeholder (for --dry-run); give your own to submit\n"
+        "error: --image, --train, --output: a placeholder (<...>), for --dry-run only; give your own to submit\n"
     )
+    typed = [*real, "--train", "s3://b-1/t.json", "--output", "s3://b-1/o", "--validation", "s3://<bucket>/v.json"]
+    assert run(sagemaker_main, [*config, *typed]) == 2  # a placeholder typed in by hand too
+    assert capsys.readouterr().err.startswith("error: --validation: a placeholder (<...>)")
+    with pytest.raises(SystemExit):  # outside the defaults, <...> is no escape from the format check
+        sagemaker_main([*config, "--dry-run", "--role", "garbage<x>"])
+    assert "argument --role: expected an IAM role ARN" in capsys.readouterr().err
 
 
 def test_a_job_longer_than_sagemaker_allows_is_refused(capsys):
