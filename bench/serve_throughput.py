@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from radreport.cli import path_arg, positive_int  # noqa: E402
+from radreport.errors import InputError  # noqa: E402
 from radreport.io import atomic_write_json  # noqa: E402
+from radreport.modeling import check_model_dir  # noqa: E402
 from radreport.schema import load_examples  # noqa: E402
 from serve.local_server import Server  # noqa: E402
 
@@ -145,8 +147,10 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument("--requests-per-level", type=positive_int, default=48, help="requests sent at each concurrency")
     a = p.parse_args()
-    if not Path(a.model, "config.json").is_file():
-        p.error(f"--model: {a.model} is not a model directory (no config.json)")
+    try:
+        check_model_dir(a.model)  # what the server checks at start-up: one line here, not its exit as a traceback
+    except InputError as e:
+        p.error(f"--model: {e}")
     findings = [r.findings for r in load_examples(ROOT / "data/sample/dev1.json")]
     logs = Path("/tmp")
 

@@ -67,14 +67,23 @@ class ImpressionRequest(GenerationFields):
 
     @field_validator("findings", "background")
     @classmethod
-    def usable_text(cls, v: str | None, info) -> str | None:
-        """Text a data file could hold (no NUL, no lone surrogate: refused there too), and findings that are
-        findings: a client that sent the whole prompt gets it unwrapped, as /invocations does."""
+    def usable_text(cls, v: str | None) -> str | None:
+        """Text a data file could hold (no NUL, no lone surrogate: refused there too)."""
         if v is not None and (problem := text_problem(v)):
             raise ValueError(problem)  # shown as `findings: holds a NUL character (at character 12)`
-        if info.field_name == "findings" and not findings_from_prompt(v):
+        return v
+
+    @field_validator("findings")
+    @classmethod
+    def findings_present(cls, v: str) -> str:
+        if not findings_from_prompt(v):  # a whole prompt sent as findings is unwrapped, as /invocations does
             raise ValueError(EMPTY_FINDINGS)
-        if info.field_name == "background" and v is not None and split_prompt(info.data.get("findings", ""))[1]:
+        return v
+
+    @field_validator("background")
+    @classmethod
+    def background_once(cls, v: str | None, info) -> str | None:
+        if v is not None and split_prompt(info.data.get("findings", ""))[1]:
             raise ValueError("given twice: here and in the prompt sent as findings")
         return v
 
@@ -122,11 +131,10 @@ class InvocationsRequest(GenerationFields):
         if len(items) > 64:
             raise ValueError("at most 64 text_inputs per request")
         for i, text in enumerate(items):
-            where = "" if isinstance(v, str) else f" (input {i})"
             if problem := text_problem(text):
-                raise ValueError(f"input {i} {problem}" if where else problem)
+                raise ValueError(problem if isinstance(v, str) else f"input {i} {problem}")
             if not findings_from_prompt(text):  # a prompt that is only the instruction has no findings either
-                raise ValueError(f"{EMPTY_FINDINGS}{where}")
+                raise ValueError(EMPTY_FINDINGS if isinstance(v, str) else f"{EMPTY_FINDINGS} (input {i})")
         return v
 
     def prompt_parts(self) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from radreport.config import (
     ConfigError,
     Fraction,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -110,7 +111,7 @@ class BatchConfig:
 class OptimConfig:
     lr: PositiveFloat = 1e-4
     """Peak learning rate (AdamW)."""
-    weight_decay: Annotated[float, Ge(0)] = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """Decoupled weight decay (AdamW)."""
     betas: tuple[float, ...] = (0.9, 0.999)
     """AdamW's moment decay rates (two values in [0, 1))."""
